@@ -1,0 +1,282 @@
+"""Hugging Face model directories: read the released PolyLM layouts, write one transformers loads.
+
+Reads `config.json` (model_type gpt2, GPT2LMHeadModel or PolyLMHeadModel) with weights in any of
+`pytorch_model.bin`, `pytorch_model-0000k-of-0000n.bin` + index, `model.safetensors`, or safetensors
+shards + index. Shards are read one at a time into a model allocated once, so peak memory stays near
+one copy of the weights. Writes safetensors shards + index, `config.json`, `generation_config.json`
+and the tokenizer files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from polylm.config import ACTIVATIONS, ModelConfig
+from polylm.errors import PolyLMError
+from polylm.model import PolyLM
+from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
+
+SUPPORTED_ARCHITECTURES = ("GPT2LMHeadModel", "PolyLMHeadModel")
+# Buffers some converters store (PolyLM's writes the causal mask and -1e4) and the tied output layer.
+IGNORED_KEY = re.compile(r"(^|\.)attn\.(bias|masked_bias)$|^lm_head\.weight$")
+# HF GPT-2 keeps these in Conv1D layout (in, out); nn.Linear wants (out, in).
+CONV1D_KEY = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolyLMError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PolyLMError(f"{path}: not valid JSON ({exc})") from None
+
+
+def config_from_hf(hf: dict, source: Path) -> ModelConfig:
+    """Translate a transformers GPT-2 `config.json` into a ModelConfig, refusing what PolyLM cannot run."""
+    model_type = hf.get("model_type")
+    if model_type != "gpt2":
+        raise PolyLMError(f"{source}: key 'model_type' is {model_type!r}; only 'gpt2' (PolyLM's layout) is supported")
+    architectures = hf.get("architectures") or ["GPT2LMHeadModel"]
+    unsupported = [a for a in architectures if a not in SUPPORTED_ARCHITECTURES]
+    if unsupported:
+        raise PolyLMError(
+            f"{source}: key 'architectures' names {unsupported}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    refused = {
+        "scale_attn_by_inverse_layer_idx": True,
+        "scale_attn_weights": False,
+        "add_cross_attention": True,
+        "tie_word_embeddings": False,
+    }
+    for key, bad_value in refused.items():
+        if hf.get(key) is bad_value:
+            raise PolyLMError(f"{source}: key {key!r} = {bad_value} is not supported by the PolyLM architecture")
+    activation = hf.get("activation_function", "gelu_new")
+    if activation not in ACTIVATIONS:
+        raise PolyLMError(f"{source}: key 'activation_function' = {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+    dtype = hf.get("torch_dtype") or hf.get("dtype") or "float32"
+    if dtype not in DTYPES:
+        raise PolyLMError(f"{source}: key 'torch_dtype' = {dtype!r} is not one of {', '.join(DTYPES)}")
+    eos = hf.get("eos_token_id", 2)
+    try:
+        return ModelConfig(
+            name=hf.get("_name_or_path") or source.parent.name,
+            vocab_size=hf["vocab_size"],
+            max_position_embeddings=hf.get("n_positions", 1024),
+            hidden_size=hf.get("n_embd", 768),
+            num_layers=hf.get("n_layer", 12),
+            num_heads=hf.get("n_head", 12),
+            ffn_hidden_size=hf.get("n_inner"),
+            layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+            activation=activation,
+            init_std=hf.get("initializer_range", 0.02),
+            bos_token_id=hf.get("bos_token_id") if hf.get("bos_token_id") is not None else 1,
+            eos_token_id=eos[0] if isinstance(eos, list) else eos,
+            dtype=dtype,
+        )
+    except KeyError as exc:
+        raise PolyLMError(f"{source}: required key {exc.args[0]!r} is missing") from None
+    except PolyLMError as exc:
+        raise PolyLMError(f"{source}: {exc}") from None
+
+
+def config_to_hf(config: ModelConfig) -> dict:
+    """The transformers `config.json` for `config` (plain GPT2LMHeadModel, no custom code)."""
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "activation_function": config.activation,
+        "vocab_size": config.vocab_size,
+        "n_positions": config.max_position_embeddings,
+        "n_ctx": config.max_position_embeddings,
+        "n_embd": config.hidden_size,
+        "n_layer": config.num_layers,
+        "n_head": config.num_heads,
+        "n_inner": config.ffn_hidden_size,
+        "layer_norm_epsilon": config.layer_norm_eps,
+        "initializer_range": config.init_std,
+        "attn_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "resid_pdrop": 0.0,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "torch_dtype": config.dtype,
+        "tokenizer_class": "LlamaTokenizer",
+    }
+
+
+def read_config(model_dir: str | Path) -> ModelConfig:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise PolyLMError(f"{model_dir}: model directory not found")
+    path = model_dir / "config.json"
+    return config_from_hf(_read_json(path), path)
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """The weight files of `model_dir`, from its index if it has one."""
+    for index_name in WEIGHT_INDEXES:
+        index_path = model_dir / index_name
+        if index_path.exists():
+            weight_map = _read_json(index_path).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise PolyLMError(f"{index_path}: key 'weight_map' is missing or empty")
+            files = [model_dir / name for name in dict.fromkeys(weight_map.values())]
+            for file in files:
+                if not file.exists():
+                    raise PolyLMError(f"{index_path}: lists shard {file.name} which is not in {model_dir}")
+            return files
+    for name in WEIGHT_FILES:
+        if (model_dir / name).exists():
+            return [model_dir / name]
+    raise PolyLMError(f"{model_dir}: no weights found (expected one of {', '.join(WEIGHT_FILES + WEIGHT_INDEXES)})")
+
+
+def _tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key, tensor) pairs of one weight file, read lazily where the format allows."""
+    try:
+        if file.suffix == ".safetensors":
+            with safe_open(str(file), framework="pt") as reader:
+                for key in reader.keys():
+                    yield key, reader.get_tensor(key)
+        else:
+            try:
+                state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                state = torch.load(file, map_location="cpu", weights_only=True)  # pre-zip legacy format
+            if not isinstance(state, dict):
+                raise PolyLMError(f"{file}: expected a state dict, found {type(state).__name__}")
+            yield from state.items()
+    except PolyLMError:
+        raise
+    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise PolyLMError(f"{file}: cannot read weights, the file looks corrupt or truncated ({exc})") from None
+
+
+def load_model(
+    model_dir: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> PolyLM:
+    """Load a Hugging Face PolyLM/GPT-2 directory; `dtype` defaults to the config's `torch_dtype`."""
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    if (model_dir / TOKENIZER_FILE).exists():
+        tokenizer_vocab = Tokenizer.from_dir(model_dir).vocab_size
+        if tokenizer_vocab != config.vocab_size:
+            raise PolyLMError(
+                f"{model_dir / TOKENIZER_FILE}: tokenizer has {tokenizer_vocab} pieces but "
+                f"{model_dir / 'config.json'} key 'vocab_size' is {config.vocab_size}"
+            )
+    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else (dtype or DTYPES[config.dtype])
+    with torch.device("meta"):
+        model = PolyLM(config)
+    model.to(torch_dtype).to_empty(device=device)
+    expected = dict(model.named_parameters())
+    loaded: set[str] = set()
+    unexpected: list[str] = []
+    files = weight_files(model_dir)
+    with torch.no_grad(), tqdm(files, desc="loading shards", unit="shard", disable=len(files) < 2) as progress:
+        for file in progress:
+            for key, tensor in _tensors(file):
+                name = key.removeprefix("transformer.")
+                if IGNORED_KEY.search(key):
+                    continue
+                if name not in expected:
+                    unexpected.append(f"{key} (in {file.name})")
+                    continue
+                if CONV1D_KEY.search(name):
+                    tensor = tensor.t()
+                target = expected[name]
+                if tensor.shape != target.shape:
+                    raise PolyLMError(
+                        f"{file}: tensor {key!r} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)} "
+                        f"from {model_dir / 'config.json'}"
+                    )
+                target.copy_(tensor)
+                loaded.add(name)
+    if unexpected:
+        raise PolyLMError(f"{model_dir}: unexpected tensors {', '.join(unexpected[:5])}" + _more(unexpected))
+    missing = [name for name in expected if name not in loaded]
+    if missing:
+        raise PolyLMError(f"{model_dir}: missing tensors {', '.join(missing[:5])}" + _more(missing))
+    model.config = config.replace(dtype=str(torch_dtype).removeprefix("torch."))
+    return model.eval()
+
+
+def _more(items: list) -> str:
+    return f" and {len(items) - 5} more" if len(items) > 5 else ""
+
+
+def _hf_tensor(name: str, param: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    tensor = param.detach().t() if CONV1D_KEY.search(name) else param.detach()
+    return tensor.to(device="cpu", dtype=dtype).contiguous()
+
+
+def save_model(
+    model: PolyLM,
+    out_dir: str | Path,
+    tokenizer: Tokenizer | None = None,
+    max_shard_bytes: int = 2 * 1024**3,
+    dtype: str | None = None,
+) -> Path:
+    """Write `model` (and `tokenizer`) as a transformers-loadable GPT2LMHeadModel directory.
+
+    Shards are planned from the shapes first, then converted and written one at a time, so saving
+    needs at most one shard of extra memory.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = model.config.replace(dtype=dtype or str(model.wte.weight.dtype).removeprefix("torch."))
+    if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
+        raise PolyLMError(f"tokenizer has {tokenizer.vocab_size} pieces but the model's vocab_size is {config.vocab_size}")
+    torch_dtype = DTYPES[config.dtype]
+    element_size = torch.empty((), dtype=torch_dtype).element_size()
+
+    plan: list[list[tuple[str, torch.Tensor]]] = [[]]
+    shard_bytes = 0
+    for name, param in model.named_parameters():
+        size = param.numel() * element_size
+        if plan[-1] and shard_bytes + size > max_shard_bytes:
+            plan.append([])
+            shard_bytes = 0
+        plan[-1].append((name, param))
+        shard_bytes += size
+
+    for stale in out_dir.glob("model*.safetensors*"):
+        stale.unlink()
+    weight_map: dict[str, str] = {}
+    for number, params in enumerate(plan, start=1):
+        file_name = "model.safetensors" if len(plan) == 1 else f"model-{number:05d}-of-{len(plan):05d}.safetensors"
+        shard = {f"transformer.{name}": _hf_tensor(name, param, torch_dtype) for name, param in params}
+        save_file(shard, str(out_dir / file_name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, file_name))
+        del shard
+    if len(plan) > 1:
+        total = sum(p.numel() for p in model.parameters()) * element_size
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (out_dir / WEIGHT_INDEXES[0]).write_text(json.dumps(index, indent=2) + "\n")
+
+    (out_dir / "config.json").write_text(json.dumps(config_to_hf(config), indent=2) + "\n")
+    generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}
+    (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(out_dir)
+    return out_dir

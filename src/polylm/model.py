@@ -1,0 +1,188 @@
+"""The PolyLM decoder: GPT-2 layout as PolyLM's Megatron run trained it.
+
+Pre-LayerNorm blocks, learned absolute positions, biases everywhere, tanh-GELU, input and output
+embeddings tied, no dropout. Module and parameter names follow Hugging Face's GPT-2 (`wte`, `h.N.attn.c_attn`,
+...) so that checkpoint conversion is a prefix strip plus a transpose of Conv1D weights (see `checkpoint.py`).
+Parallelism lives elsewhere; this file is only the math.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from polylm.config import TANH_GELU_NAMES, ModelConfig
+
+
+class KVCache:
+    """Preallocated keys and values of every layer; the first `length` positions are filled."""
+
+    def __init__(
+        self, config: ModelConfig, batch_size: int, max_length: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
+        shape = (config.num_layers, batch_size, config.num_heads, max_length, config.head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    @property
+    def max_length(self) -> int:
+        return self.keys.shape[3]
+
+    def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's keys/values for `layer` and return everything cached so far."""
+        end = self.length + keys.shape[2]
+        self.keys[layer, :, :, self.length : end] = keys
+        self.values[layer, :, :, self.length : end] = values
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def reorder(self, batch_index: torch.Tensor) -> None:
+        """Keep the rows named by `batch_index` (beam search reshuffles its hypotheses)."""
+        self.keys = self.keys.index_select(1, batch_index)
+        self.values = self.values.index_select(1, batch_index)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.c_attn = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.c_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
+        batch, length, hidden = x.shape
+        q, k, v = self.c_attn(x).split(hidden, dim=2)
+        q, k, v = (t.view(batch, length, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        # mask None means plain causal attention over a fresh sequence: the fused kernels' fast path.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return self.c_proj(y.transpose(1, 2).reshape(batch, length, hidden))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.hidden_size, config.ffn_size)
+        self.c_proj = nn.Linear(config.ffn_size, config.hidden_size)
+        self.approximate = "tanh" if config.activation in TANH_GELU_NAMES else "none"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class PolyLM(nn.Module):
+    """Decoder-only LM. The output layer reuses `wte.weight` (tied), so there is no separate lm_head."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.wpe = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """Megatron init: N(0, std) for weights and embeddings, std/sqrt(2L) for the residual outputs."""
+        std = self.config.init_std
+        scaled_std = std / math.sqrt(2 * self.config.num_layers)
+        with torch.no_grad():
+            for name, module in self.named_modules():
+                if isinstance(module, nn.Linear):
+                    module.weight.normal_(0.0, scaled_std if name.endswith("c_proj") else std, generator=generator)
+                    module.bias.zero_()
+                elif isinstance(module, nn.Embedding):
+                    module.weight.normal_(0.0, std, generator=generator)
+                elif isinstance(module, nn.LayerNorm):
+                    module.weight.fill_(1.0)
+                    module.bias.zero_()
+
+    def new_cache(self, batch_size: int, max_length: int | None = None) -> KVCache:
+        weight = self.wte.weight
+        length = max_length or self.config.max_position_embeddings
+        return KVCache(self.config, batch_size, length, weight.device, weight.dtype)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_token_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits for `input_ids` (batch, length).
+
+        attention_mask: (batch, cached + length), 1 for real tokens and 0 for padding, as in transformers.
+        position_ids: default `cached + arange(length)`, as transformers does; left-padded callers pass
+            their own. cache: filled in place and advanced by `length`.
+        last_token_only: return logits of the final position only (generation needs no more).
+        """
+        batch, length = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if past + length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence of {past + length} tokens exceeds max_position_embeddings "
+                f"{self.config.max_position_embeddings}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past, past + length, device=input_ids.device).unsqueeze(0)
+        mask = self._attention_mask(attention_mask, batch, length, past, input_ids.device)
+
+        x = self.wte(input_ids) + self.wpe(position_ids)
+        for layer, block in enumerate(self.h):
+            x = block(x, mask, cache, layer)
+        if cache is not None:
+            cache.length += length
+        x = self.ln_f(x[:, -1:] if last_token_only else x)
+        return F.linear(x, self.wte.weight)
+
+    @staticmethod
+    def _attention_mask(
+        attention_mask: torch.Tensor | None, batch: int, length: int, past: int, device: torch.device
+    ) -> torch.Tensor | None:
+        """Boolean (batch, 1, length, past + length) mask, True where a query may attend; None for pure causal."""
+        if attention_mask is None and past == 0:
+            return None
+        query_pos = torch.arange(past, past + length, device=device)
+        key_pos = torch.arange(past + length, device=device)
+        allowed = (key_pos[None, :] <= query_pos[:, None]).expand(batch, 1, length, past + length)
+        if attention_mask is not None:
+            allowed = allowed & attention_mask[:, None, None, :].bool()
+            # A query whose every key is padding (left padding) would softmax to NaN; let it see itself.
+            dead = ~allowed.any(dim=-1, keepdim=True)
+            allowed = allowed | (dead & (key_pos[None, :] == query_pos[:, None]))
+        return allowed
+
+
+def count_parameters(config: ModelConfig) -> int:
+    """Parameter count of `config` from a meta-device model: no weights are allocated."""
+    with torch.device("meta"):
+        model = PolyLM(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_model(config: ModelConfig, seed: int = 0, device: str | torch.device = "cpu") -> PolyLM:
+    """A randomly initialised model (Megatron init) in the config's dtype."""
+    with torch.device("meta"):
+        model = PolyLM(config)
+    model.to_empty(device=device)
+    model.init_weights(torch.Generator(device=device).manual_seed(seed))
+    return model.to(getattr(torch, config.dtype))
