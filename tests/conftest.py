@@ -9,7 +9,7 @@ import torch
 
 from polylm.config import ModelConfig
 from polylm.model import PolyLM
-from polylm.tokenizer import TokenizerTrainingConfig, Tokenizer, train_tokenizer
+from polylm.tokenizer import Tokenizer, TokenizerTrainingConfig, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -37,7 +37,7 @@ def random_model(config: ModelConfig = TINY, seed: int = 0) -> PolyLM:
 
 @pytest.fixture(scope="session")
 def corpus_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    """A 1000-piece BPE tokenizer trained on the embedded 18-language corpus."""
+    """A 2000-piece BPE tokenizer trained on the embedded 18-language corpus."""
     out = tmp_path_factory.mktemp("tokenizer")
     inputs = sorted(EMBEDDED_CORPUS.glob("*.txt"))
-    return train_tokenizer(inputs, out, TokenizerTrainingConfig(vocab_size=1000))
+    return train_tokenizer(inputs, out, TokenizerTrainingConfig(vocab_size=2000))

@@ -41,7 +41,11 @@ def _write_legacy_bin(hf: GPT2LMHeadModel, out: Path, dtype: torch.dtype, shards
         state[f"transformer.h.{layer}.attn.masked_bias"] = torch.tensor(-1e4)
     keys = list(state)
     out.mkdir(parents=True)
-    config = {**hf.config.to_dict(), "torch_dtype": str(dtype).removeprefix("torch."), "architectures": ["PolyLMHeadModel"]}
+    config = {
+        **hf.config.to_dict(),
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "architectures": ["PolyLMHeadModel"],
+    }
     config.pop("dtype", None)
     (out / "config.json").write_text(json.dumps(config))
     if shards == 1:

@@ -10,12 +10,12 @@ and the tokenizer files.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -65,7 +65,9 @@ def config_from_hf(hf: dict, source: Path) -> ModelConfig:
             raise PolyLMError(f"{source}: key {key!r} = {bad_value} is not supported by the PolyLM architecture")
     activation = hf.get("activation_function", "gelu_new")
     if activation not in ACTIVATIONS:
-        raise PolyLMError(f"{source}: key 'activation_function' = {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        raise PolyLMError(
+            f"{source}: key 'activation_function' = {activation!r} is not one of {', '.join(ACTIVATIONS)}"
+        )
     dtype = hf.get("torch_dtype") or hf.get("dtype") or "float32"
     if dtype not in DTYPES:
         raise PolyLMError(f"{source}: key 'torch_dtype' = {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -149,27 +151,102 @@ def weight_files(model_dir: Path) -> list[Path]:
     raise PolyLMError(f"{model_dir}: no weights found (expected one of {', '.join(WEIGHT_FILES + WEIGHT_INDEXES)})")
 
 
-def _tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(key, tensor) pairs of one weight file, read lazily where the format allows."""
+# safetensors dtype names -> torch dtypes (the ones a GPT-2 checkpoint can hold).
+SAFETENSORS_DTYPES = {
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "BOOL": torch.bool,
+}
+
+
+class _Scratch:
+    """One reusable staging buffer: freeing and re-allocating a temporary per tensor fragments the heap
+    (glibc keeps the freed pages), which costs more resident memory than the largest tensor itself."""
+
+    def __init__(self) -> None:
+        self.buffer = torch.empty(0, dtype=torch.uint8)
+
+    def get(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if self.buffer.numel() < nbytes:
+            self.buffer = torch.empty(nbytes, dtype=torch.uint8)
+        return self.buffer[:nbytes].view(dtype).view(shape)
+
+
+class _SafetensorsEntry:
+    """One tensor of a safetensors file, read straight into its destination.
+
+    The safetensors library can only hand back a new tensor; reading into the allocated parameter
+    instead keeps peak memory at one copy of the weights (plus one staging buffer for transposes).
+    """
+
+    def __init__(self, handle, file: Path, key: str, dtype: torch.dtype, shape: tuple[int, ...], start: int) -> None:
+        self.handle, self.file, self.key, self.dtype, self.shape, self.start = handle, file, key, dtype, shape, start
+
+    def copy_to(self, target: torch.Tensor, transpose: bool, scratch: _Scratch) -> None:
+        direct = not transpose and target.dtype == self.dtype and target.device.type == "cpu"
+        buffer = target if direct else scratch.get(self.shape, self.dtype)
+        self.handle.seek(self.start)
+        view = buffer.view(-1).view(torch.uint8).numpy() if buffer.numel() else bytearray()
+        if self.handle.readinto(view) != len(view):
+            raise PolyLMError(f"{self.file}: tensor {self.key!r} is cut short, the file looks corrupt or truncated")
+        if not direct:
+            target.copy_(buffer.t() if transpose else buffer)
+
+
+class _TorchEntry:
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor, self.shape = tensor, tuple(tensor.shape)
+
+    def copy_to(self, target: torch.Tensor, transpose: bool, scratch: _Scratch) -> None:
+        target.copy_(self.tensor.t() if transpose else self.tensor)
+
+
+def _safetensors_entries(file: Path) -> Iterator[tuple[str, _SafetensorsEntry]]:
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        try:
+            header_size = int.from_bytes(handle.read(8), "little")
+            if header_size > size - 8:
+                raise ValueError(f"header of {header_size} bytes in a {size}-byte file")
+            header = json.loads(handle.read(header_size))
+            header.pop("__metadata__", None)
+            data_start = 8 + header_size
+            entries = []
+            for key, info in header.items():
+                begin, end = info["data_offsets"]
+                if data_start + end > size:
+                    raise ValueError(f"tensor {key!r} ends past the end of the file")
+                dtype = SAFETENSORS_DTYPES[info["dtype"]]
+                entries.append(
+                    (key, _SafetensorsEntry(handle, file, key, dtype, tuple(info["shape"]), data_start + begin))
+                )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PolyLMError(f"{file}: cannot read weights, the file looks corrupt or truncated ({exc})") from None
+        yield from entries
+
+
+def _torch_entries(file: Path) -> Iterator[tuple[str, _TorchEntry]]:
+    """A torch.save'd state dict, memory-mapped where the (zip) format allows."""
     try:
-        if file.suffix == ".safetensors":
-            with safe_open(str(file), framework="pt") as reader:
-                for key in reader.keys():
-                    yield key, reader.get_tensor(key)
-        else:
-            try:
-                state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as exc:
-                if "mmap" not in str(exc):
-                    raise
-                state = torch.load(file, map_location="cpu", weights_only=True)  # pre-zip legacy format
-            if not isinstance(state, dict):
-                raise PolyLMError(f"{file}: expected a state dict, found {type(state).__name__}")
-            yield from state.items()
-    except PolyLMError:
-        raise
-    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as exc:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(file, map_location="cpu", weights_only=True)  # pre-zip legacy format
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise PolyLMError(f"{file}: cannot read weights, the file looks corrupt or truncated ({exc})") from None
+    if not isinstance(state, dict):
+        raise PolyLMError(f"{file}: expected a state dict, found {type(state).__name__}")
+    for key, tensor in state.items():
+        yield key, _TorchEntry(tensor)
 
 
 def load_model(
@@ -192,25 +269,27 @@ def load_model(
     expected = dict(model.named_parameters())
     loaded: set[str] = set()
     unexpected: list[str] = []
+    scratch = _Scratch()
     files = weight_files(model_dir)
     with torch.no_grad(), tqdm(files, desc="loading shards", unit="shard", disable=len(files) < 2) as progress:
         for file in progress:
-            for key, tensor in _tensors(file):
+            entries = _safetensors_entries(file) if file.suffix == ".safetensors" else _torch_entries(file)
+            for key, entry in entries:
                 name = key.removeprefix("transformer.")
                 if IGNORED_KEY.search(key):
                     continue
                 if name not in expected:
                     unexpected.append(f"{key} (in {file.name})")
                     continue
-                if CONV1D_KEY.search(name):
-                    tensor = tensor.t()
+                transpose = bool(CONV1D_KEY.search(name))
                 target = expected[name]
-                if tensor.shape != target.shape:
+                stored_shape = entry.shape[::-1] if transpose else entry.shape
+                if stored_shape != tuple(target.shape):
                     raise PolyLMError(
-                        f"{file}: tensor {key!r} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)} "
-                        f"from {model_dir / 'config.json'}"
+                        f"{file}: tensor {key!r} has shape {entry.shape}, expected "
+                        f"{tuple(target.shape[::-1] if transpose else target.shape)} from {model_dir / 'config.json'}"
                     )
-                target.copy_(tensor)
+                entry.copy_to(target, transpose, scratch)
                 loaded.add(name)
     if unexpected:
         raise PolyLMError(f"{model_dir}: unexpected tensors {', '.join(unexpected[:5])}" + _more(unexpected))
@@ -246,7 +325,9 @@ def save_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     config = model.config.replace(dtype=dtype or str(model.wte.weight.dtype).removeprefix("torch."))
     if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
-        raise PolyLMError(f"tokenizer has {tokenizer.vocab_size} pieces but the model's vocab_size is {config.vocab_size}")
+        raise PolyLMError(
+            f"tokenizer has {tokenizer.vocab_size} pieces but the model's vocab_size is {config.vocab_size}"
+        )
     torch_dtype = DTYPES[config.dtype]
     element_size = torch.empty((), dtype=torch_dtype).element_size()
 

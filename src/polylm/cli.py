@@ -51,13 +51,17 @@ def _init(args: argparse.Namespace) -> None:
     tokenizer = Tokenizer.from_dir(args.tokenizer)
     config = preset(args.preset)
     if tokenizer.vocab_size != config.vocab_size:
-        print(f"vocab_size {config.vocab_size} -> {tokenizer.vocab_size} to match {tokenizer.model_file}", file=sys.stderr)
+        print(
+            f"vocab_size {config.vocab_size} -> {tokenizer.vocab_size} to match {tokenizer.model_file}", file=sys.stderr
+        )
         config = config.replace(vocab_size=tokenizer.vocab_size)
     if args.dtype:
         config = config.replace(dtype=args.dtype)
     model = build_model(config, seed=args.seed)
     save_model(model, args.out, tokenizer=tokenizer)
-    print(f"wrote {config.name} ({count_parameters(config):,} parameters, {config.dtype}, seed {args.seed}) to {args.out}")
+    print(
+        f"wrote {config.name} ({count_parameters(config):,} parameters, {config.dtype}, seed {args.seed}) to {args.out}"
+    )
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
@@ -92,14 +96,22 @@ def _tokenizer_stats(args: argparse.Namespace) -> None:
     tokenizer = Tokenizer.from_dir(args.tokenizer)
     rows = {lang: fertility(tokenizer, path, args.max_lines) for lang, path in _language_inputs(args.input).items()}
     if args.json:
-        print(json.dumps({lang: {**vars(s), "tokens_per_char": s.tokens_per_char,
-                                 "tokens_per_word": s.tokens_per_word} for lang, s in rows.items()}))
+        print(
+            json.dumps(
+                {
+                    lang: {**vars(s), "tokens_per_char": s.tokens_per_char, "tokens_per_word": s.tokens_per_word}
+                    for lang, s in rows.items()
+                }
+            )
+        )
         return
     print(f"{'lang':<6}{'lines':>8}{'chars':>10}{'tokens':>10}{'tok/char':>10}{'tok/word':>10}{'bytes%':>8}")
     for lang, s in rows.items():
         byte_share = 100 * s.byte_fallback_tokens / max(s.tokens, 1)
-        print(f"{lang:<6}{s.lines:>8}{s.characters:>10}{s.tokens:>10}{s.tokens_per_char:>10.3f}"
-              f"{s.tokens_per_word:>10.3f}{byte_share:>8.2f}")
+        print(
+            f"{lang:<6}{s.lines:>8}{s.characters:>10}{s.tokens:>10}{s.tokens_per_char:>10.3f}"
+            f"{s.tokens_per_word:>10.3f}{byte_share:>8.2f}"
+        )
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -128,14 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    info = verbs.add_parser("info", help="print a model's shape and exact parameter count (no weights allocated)")
+    info = verbs.add_parser(
+        "info",
+        help="print a model's shape and exact parameter count (no weights allocated)",
+        description="Print a model's shape and exact parameter count. The model is built on the meta device, "
+        "without allocating weights, so this is instant even for polylm-13b.",
+    )
     source = info.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", choices=sorted(PRESETS), help="a named preset")
     source.add_argument("--model", help="a Hugging Face model directory (reads only config.json)")
     info.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     info.set_defaults(run=_info)
 
-    init = verbs.add_parser("init", help="write a randomly initialised model directory (Hugging Face layout)")
+    init = verbs.add_parser(
+        "init",
+        help="write a randomly initialised model directory (Hugging Face layout)",
+        description="Write a randomly initialised model (Megatron init: N(0, 0.006), output projections scaled by "
+        "1/sqrt(2 x layers)) as a Hugging Face GPT2LMHeadModel directory with the tokenizer beside it. "
+        "vocab_size follows the tokenizer.",
+    )
     init.add_argument("--preset", required=True, choices=sorted(PRESETS))
     init.add_argument("--tokenizer", required=True, help="directory with tokenizer.model (its size sets vocab_size)")
     init.add_argument("--out", required=True, help="output model directory")
@@ -165,14 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=2)
     train.set_defaults(run=_tokenizer_train)
 
-    stats = tok_verbs.add_parser("stats", help="fertility (tokens per character and per word) per language")
+    stats = tok_verbs.add_parser(
+        "stats",
+        help="fertility (tokens per character and per word) per language",
+        description="Fertility per language: tokens per character, tokens per whitespace word (not meaningful for "
+        "zh/ja/th, which write no spaces) and the share of byte-fallback tokens.",
+    )
     stats.add_argument("--tokenizer", required=True, help="directory with tokenizer.model, or the .model file")
     stats.add_argument("--input", nargs="+", required=True, metavar="[LANG=]FILE", help=LANGUAGE_ARG_HELP)
     stats.add_argument("--max-lines", type=int, help="read at most this many lines per file")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(run=_tokenizer_stats)
 
-    generate = verbs.add_parser("generate", help="continue prompts with a model (greedy)")
+    generate = verbs.add_parser(
+        "generate",
+        help="continue prompts with a model (greedy)",
+        description="Continue each prompt greedily over the KV cache until </s> or --max-new-tokens.",
+    )
     generate.add_argument("--model", required=True, help="model directory (config.json, weights, tokenizer.model)")
     prompt = generate.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="prompt text")

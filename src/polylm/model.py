@@ -52,9 +52,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.c_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
         batch, length, hidden = x.shape
         q, k, v = self.c_attn(x).split(hidden, dim=2)
         q, k, v = (t.view(batch, length, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))

@@ -8,6 +8,7 @@ transformers 5's LlamaTokenizer differs in two documented ways (see docs/tokeniz
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import random
 import shutil
@@ -29,7 +30,7 @@ class Tokenizer:
     def __init__(self, model_file: str | Path) -> None:
         self.model_file = Path(model_file)
         if not self.model_file.is_file():
-            raise PolyLMError(f"{self.model_file}: tokenizer model not found")
+            raise PolyLMError(f"{self.model_file}: SentencePiece tokenizer model not found")
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(self.model_file))
         except (OSError, RuntimeError) as exc:
@@ -156,11 +157,11 @@ def train_tokenizer(inputs: Sequence[str | Path], out_dir: str | Path, config: T
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = out_dir / "tokenizer"
+    model = io.BytesIO()  # written by us: a model_prefix would embed this machine's path in the model
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences),
-            model_prefix=str(prefix),
+            model_writer=model,
             vocab_size=config.vocab_size,
             model_type=config.model_type,
             character_coverage=config.character_coverage,
@@ -169,19 +170,19 @@ def train_tokenizer(inputs: Sequence[str | Path], out_dir: str | Path, config: T
             allow_whitespace_only_pieces=True,
             byte_fallback=True,
             split_digits=config.split_digits,
+            required_chars="0123456789",  # digits get their own pieces even when the corpus has few
             unk_id=SPECIAL_PIECES["unk"][1],
             bos_id=SPECIAL_PIECES["bos"][1],
             eos_id=SPECIAL_PIECES["eos"][1],
             pad_id=-1,
             input_sentence_size=0,
-            random_seed=config.seed,
             num_threads=config.num_threads,
             minloglevel=2,
         )
     except RuntimeError as exc:
         raise PolyLMError(f"SentencePiece training failed: {exc}") from None
-    prefix.with_suffix(".vocab").unlink(missing_ok=True)
-    tokenizer = Tokenizer(prefix.with_suffix(".model"))
+    (out_dir / TOKENIZER_FILE).write_bytes(model.getvalue())
+    tokenizer = Tokenizer(out_dir / TOKENIZER_FILE)
     tokenizer.save(out_dir)
     record = {
         "config": asdict(config),
