@@ -9,12 +9,20 @@ Parallelism lives elsewhere; this file is only the math.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from polylm.config import TANH_GELU_NAMES, ModelConfig
+
+
+class Mask(NamedTuple):
+    """Attention mask for SDPA: a boolean tensor (True = may attend), or None with the causal flag."""
+
+    tensor: torch.Tensor | None
+    is_causal: bool
 
 
 class KVCache:
@@ -40,9 +48,17 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
     def reorder(self, batch_index: torch.Tensor) -> None:
-        """Keep the rows named by `batch_index` (beam search reshuffles its hypotheses)."""
-        self.keys = self.keys.index_select(1, batch_index)
-        self.values = self.values.index_select(1, batch_index)
+        """Row i becomes old row batch_index[i]: beam search reshuffles, or expands a prompt into its beams.
+
+        Only the filled positions are copied, so the cost grows with the sequence, not with max_length.
+        """
+        if batch_index.numel() != self.keys.shape[1]:
+            self.keys = self.keys.index_select(1, batch_index)
+            self.values = self.values.index_select(1, batch_index)
+            return
+        filled = slice(0, self.length)
+        self.keys[:, :, :, filled] = self.keys[:, batch_index, :, filled]
+        self.values[:, :, :, filled] = self.values[:, batch_index, :, filled]
 
 
 class CausalSelfAttention(nn.Module):
@@ -52,14 +68,13 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.c_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Mask, cache: KVCache | None, layer: int) -> torch.Tensor:
         batch, length, hidden = x.shape
         q, k, v = self.c_attn(x).split(hidden, dim=2)
         q, k, v = (t.view(batch, length, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        # mask None means plain causal attention over a fresh sequence: the fused kernels' fast path.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.tensor, is_causal=mask.is_causal)
         return self.c_proj(y.transpose(1, 2).reshape(batch, length, hidden))
 
 
@@ -82,7 +97,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Mask, cache: KVCache | None, layer: int) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), mask, cache, layer)
         return x + self.mlp(self.ln_2(x))
 
@@ -155,10 +170,12 @@ class PolyLM(nn.Module):
     @staticmethod
     def _attention_mask(
         attention_mask: torch.Tensor | None, batch: int, length: int, past: int, device: torch.device
-    ) -> torch.Tensor | None:
-        """Boolean (batch, 1, length, past + length) mask, True where a query may attend; None for pure causal."""
+    ) -> Mask:
+        """What each query may attend to, with the fused kernels' fast paths where there is no padding."""
         if attention_mask is None and past == 0:
-            return None
+            return Mask(None, is_causal=True)  # a fresh unpadded sequence
+        if attention_mask is None and length == 1:
+            return Mask(None, is_causal=False)  # one new token sees the whole cache
         query_pos = torch.arange(past, past + length, device=device)
         key_pos = torch.arange(past + length, device=device)
         allowed = (key_pos[None, :] <= query_pos[:, None]).expand(batch, 1, length, past + length)
@@ -167,7 +184,7 @@ class PolyLM(nn.Module):
             # A query whose every key is padding (left padding) would softmax to NaN; let it see itself.
             dead = ~allowed.any(dim=-1, keepdim=True)
             allowed = allowed | (dead & (key_pos[None, :] == query_pos[:, None]))
-        return allowed
+        return Mask(allowed, is_causal=False)
 
 
 def count_parameters(config: ModelConfig) -> int:

@@ -1,0 +1,50 @@
+"""PolyLM's prompt formats, one definition for inference (B, G) and instruction tuning (F).
+
+Sources (`../shared/spec/polylm-facts.md` §4): the official CLI demo and README.
+- `multialpaca`: runs of newlines in a query collapse to one, then `"{query}\\n\\n"`; multi-round history is
+  `"{q1}\\n\\n{r1}\\n{q2}\\n\\n"` [verified].
+- `chat`: `"<|user|>\\n{query}\\n<|assistant|>\\n"` [verified single turn]; earlier turns repeat the tags with
+  `"{response}\\n"` after each reply [UNVERIFIED default]. The tags are plain text, not special tokens.
+- `plain`: the text as is (base models; history is concatenated without separators).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from polylm.errors import PolyLMError
+
+Turn = tuple[str, str]  # (query, response)
+
+
+def _plain(query: str, history: Sequence[Turn]) -> str:
+    return "".join(q + r for q, r in history) + query
+
+
+def _collapse_newlines(text: str) -> str:
+    return re.sub("\n+", "\n", text)
+
+
+def _multialpaca(query: str, history: Sequence[Turn]) -> str:
+    past = "".join(f"{_collapse_newlines(q)}\n\n{r}\n" for q, r in history)
+    return f"{past}{_collapse_newlines(query)}\n\n"
+
+
+def _chat(query: str, history: Sequence[Turn]) -> str:
+    past = "".join(f"<|user|>\n{q}\n<|assistant|>\n{r}\n" for q, r in history)
+    return f"{past}<|user|>\n{query}\n<|assistant|>\n"
+
+
+TEMPLATES: dict[str, Callable[[str, Sequence[Turn]], str]] = {
+    "plain": _plain,
+    "multialpaca": _multialpaca,
+    "chat": _chat,
+}
+
+
+def render_prompt(template: str, query: str, history: Sequence[Turn] = ()) -> str:
+    """The model input for `query` after the earlier `history` turns, in `template`'s format."""
+    if template not in TEMPLATES:
+        raise PolyLMError(f"unknown template {template!r} (--template); choose one of {', '.join(TEMPLATES)}")
+    return TEMPLATES[template](query, history)
