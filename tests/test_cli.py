@@ -10,7 +10,7 @@ from conftest import random_model
 
 from polylm.checkpoint import load_model
 from polylm.cli import build_parser, main
-from polylm.generate import greedy_generate
+from polylm.generate import GenerationConfig, generate
 
 
 @pytest.mark.parametrize(("preset", "count"), [("polylm-1.7b", "1,737,084,928"), ("polylm-13b", "13,906,790,400")])
@@ -52,10 +52,11 @@ def test_init_info_generate(tmp_path, capsys, corpus_tokenizer):
     )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["prompt"] for line in lines] == ["The river", "Le marché du village"]
+    greedy = GenerationConfig(max_new_tokens=5)
     for line in lines:
-        expected = greedy_generate(model, corpus_tokenizer.encode(line["prompt"]), 5, eos_token_id=2)
+        expected = generate(model, [corpus_tokenizer.encode(line["prompt"])], greedy)[0][0].token_ids
         assert line["token_ids"] == expected and 1 <= len(expected) <= 5
-        assert line["text"] == corpus_tokenizer.decode([i for i in expected if i != 2])
+        assert line["text"] == corpus_tokenizer.decode(expected)
 
 
 def test_init_is_seeded(tmp_path, corpus_tokenizer):
@@ -69,7 +70,7 @@ def test_init_is_seeded(tmp_path, corpus_tokenizer):
 def test_greedy_with_cache_equals_recomputing_everything():
     model = random_model()
     prompt = [5, 17, 99, 3]
-    got = greedy_generate(model, prompt, max_new_tokens=8)
+    got = generate(model, [prompt], GenerationConfig(max_new_tokens=8, eos_token_id=None))[0][0].token_ids
     ids = list(prompt)
     with torch.no_grad():
         for _ in range(8):
@@ -77,18 +78,12 @@ def test_greedy_with_cache_equals_recomputing_everything():
     assert got == ids[len(prompt) :]
 
 
-def test_greedy_stops_at_eos():
-    model = random_model()
-    first = greedy_generate(model, [5, 17], max_new_tokens=1)[0]
-    assert greedy_generate(model, [5, 17], max_new_tokens=10, eos_token_id=first) == [first]
-
-
 def test_generate_refuses_prompt_longer_than_context(tmp_path, capsys, corpus_tokenizer):
     model_dir = tmp_path / "model"
     main(["init", "--preset", "tiny", "--tokenizer", str(corpus_tokenizer.model_file.parent), "--out", str(model_dir)])
     capsys.readouterr()
     assert main(["generate", "--model", str(model_dir), "--prompt", "word " * 400]) == 1
-    assert "the model's context is 256" in capsys.readouterr().err
+    assert "prompt of" in (err := capsys.readouterr().err) and "does not fit the model's context of 256" in err
 
 
 @pytest.mark.parametrize(

@@ -114,24 +114,161 @@ def _tokenizer_stats(args: argparse.Namespace) -> None:
         )
 
 
-def _generate(args: argparse.Namespace) -> None:
+def _generation_config(args: argparse.Namespace):
+    from polylm.generate import GenerationConfig
+
+    early_stopping = {"true": True, "false": False}.get(args.early_stopping, args.early_stopping)
+    eos = args.eos_token_id[0] if args.eos_token_id and len(args.eos_token_id) == 1 else args.eos_token_id
+    return GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
+        early_stopping=early_stopping,
+        num_return_sequences=args.num_return_sequences,
+        eos_token_id=eos if args.eos_token_id else None if args.no_eos else 2,
+        stop=args.stop or [],
+        seed=args.seed,
+    )
+
+
+def _text_generator(args: argparse.Namespace):
     from polylm.checkpoint import load_model
-    from polylm.generate import greedy_generate
+    from polylm.generate import TextGenerator
+    from polylm.hub import resolve_model_dir
     from polylm.tokenizer import Tokenizer
 
-    if args.prompt_file:
+    model_dir = resolve_model_dir(args.model)
+    model = load_model(model_dir, dtype=args.dtype, device=args.device)
+    return TextGenerator(model, Tokenizer.from_dir(model_dir), args.template)
+
+
+def _read_prompts(path: str) -> list[str]:
+    """One prompt per line, or for prompts with newlines a .jsonl file of {"prompt": ...} objects."""
+    file = Path(path)
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolyLMError(f"{file}: cannot read prompts ({exc})") from None
+    if file.suffix != ".jsonl":
+        return [line for line in lines if line.strip()]
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
-            prompts = [line for line in Path(args.prompt_file).read_text(encoding="utf-8").splitlines() if line]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PolyLMError(f"{args.prompt_file}: cannot read prompts ({exc})") from None
-    else:
-        prompts = [args.prompt]
-    model = load_model(args.model)
-    tokenizer = Tokenizer.from_dir(args.model)
-    for prompt in prompts:
-        ids = greedy_generate(model, tokenizer.encode(prompt), args.max_new_tokens, model.config.eos_token_id)
-        text = tokenizer.decode([i for i in ids if i != model.config.eos_token_id])
-        print(json.dumps({"prompt": prompt, "text": text, "token_ids": ids}, ensure_ascii=False) if args.json else text)
+            record = json.loads(line)
+            prompts.append(record if isinstance(record, str) else record["prompt"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise PolyLMError(f'{file}: line {number} is not a JSON string or an object with a "prompt" key') from None
+    return prompts
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    config = _generation_config(args)
+    prompts = _read_prompts(args.prompt_file) if args.prompt_file else [args.prompt]
+    generator = _text_generator(args)
+    if len(prompts) == 1 and not args.json and config.num_return_sequences == 1:
+        for piece in generator.stream(prompts[0], config):
+            print(piece, end="", flush=True)
+        print()
+        return
+    with tqdm(total=len(prompts), desc="generating", unit="prompt", disable=len(prompts) < 2) as progress:
+        for start in range(0, len(prompts), args.batch_size):
+            batch = prompts[start : start + args.batch_size]
+            for prompt, row in zip(batch, generator(batch, config), strict=True):
+                best = row[0]
+                if not args.json:
+                    progress.write("\n\n".join(g.text for g in row))
+                    continue
+                record = {
+                    "prompt": prompt,
+                    "text": best.text,
+                    "token_ids": best.token_ids,
+                    "finish_reason": best.finish_reason,
+                }
+                if len(row) > 1:
+                    record["sequences"] = [
+                        {"text": g.text, "token_ids": g.token_ids, "finish_reason": g.finish_reason} for g in row
+                    ]
+                progress.write(json.dumps(record, ensure_ascii=False))
+            progress.update(len(batch))
+
+
+def _chat(args: argparse.Namespace) -> None:
+    config = _generation_config(args)
+    generator = _text_generator(args)
+    history: list[tuple[str, str]] = []
+    print(
+        f"polylm chat ({args.template} template{', multi-round' if args.multi_round else ''}). "
+        "Type 'clear' to forget the conversation, 'stop' to quit.",
+        file=sys.stderr,
+    )
+    while True:
+        try:
+            query = input("User: ")
+        except EOFError:
+            break
+        if query.strip() == "stop":
+            break
+        if query.strip() == "clear":
+            history.clear()
+            print("(conversation cleared)", file=sys.stderr)
+            continue
+        if not query.strip():
+            continue
+        print("PolyLM: ", end="", flush=True)
+        pieces = []
+        for piece in generator.stream(query, config, history if args.multi_round else ()):
+            pieces.append(piece)
+            print(piece, end="", flush=True)
+        print()
+        if args.multi_round:
+            history.append((query, "".join(pieces)))
+
+
+def _add_model_options(parser: argparse.ArgumentParser, template: str, templates: list[str]) -> None:
+    parser.add_argument("--model", required=True, help="model directory, or a hub id such as DAMO-NLP-MT/polylm-1.7b")
+    parser.add_argument("--template", default=template, choices=templates, help=f"prompt format (default {template})")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: the checkpoint's")
+
+
+def _add_generation_options(parser: argparse.ArgumentParser, sample: bool = False, **defaults: float) -> None:
+    """Decoding flags, transformers' names and meanings; `defaults` override the library's defaults."""
+    group = parser.add_argument_group("decoding")
+    group.add_argument("--max-new-tokens", type=int, default=int(defaults.get("max_new_tokens", 128)))
+    group.add_argument("--num-beams", type=int, default=1, help="beam search when > 1 (PolyLM's MT setting: 4)")
+    group.add_argument("--length-penalty", type=float, default=1.0, help="beam score = logprob / length**this")
+    group.add_argument(
+        "--early-stopping",
+        default="false",
+        choices=["true", "false", "never"],
+        help="beam search stopping rule, as transformers",
+    )
+    group.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    group.add_argument("--num-return-sequences", type=int, default=1)
+    group.add_argument(
+        "--do-sample",
+        action=argparse.BooleanOptionalAction,
+        default=sample,
+        help=f"sample instead of greedy/beam (default {'on' if sample else 'off'})",
+    )
+    group.add_argument("--temperature", type=float, default=defaults.get("temperature", 1.0))
+    group.add_argument("--top-k", type=int, default=int(defaults.get("top_k", 50)), help="0 keeps every token")
+    group.add_argument("--top-p", type=float, default=defaults.get("top_p", 1.0))
+    group.add_argument("--repetition-penalty", type=float, default=defaults.get("repetition_penalty", 1.0))
+    group.add_argument("--seed", type=int, help="seed for sampling (reproducible output)")
+    group.add_argument("--eos-token-id", type=int, nargs="+", metavar="ID", help="stop token id(s); default 2 (</s>)")
+    group.add_argument("--no-eos", action="store_true", help="never stop on a token (only on length or --stop)")
+    group.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable); not in the output")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,18 +337,38 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(run=_tokenizer_stats)
 
+    from polylm.templates import TEMPLATES
+
     generate = verbs.add_parser(
         "generate",
-        help="continue prompts with a model (greedy)",
-        description="Continue each prompt greedily over the KV cache until </s> or --max-new-tokens.",
+        help="continue prompts: greedy, sampling or beam search",
+        description="Continue prompts with a model, decoding exactly as transformers' generate does. "
+        "PolyLM's translation setting: --num-beams 4 --early-stopping true --max-new-tokens 128.",
     )
-    generate.add_argument("--model", required=True, help="model directory (config.json, weights, tokenizer.model)")
+    _add_model_options(generate, "plain", list(TEMPLATES))
     prompt = generate.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="prompt text")
-    prompt.add_argument("--prompt-file", help="file with one prompt per line")
-    generate.add_argument("--max-new-tokens", type=int, default=64)
-    generate.add_argument("--json", action="store_true", help="one JSON line per prompt: prompt, text, token_ids")
+    prompt.add_argument(
+        "--prompt-file", help='one prompt per line, or a .jsonl file of {"prompt": ...} for prompts with newlines'
+    )
+    generate.add_argument("--batch-size", type=int, default=8, help="prompts decoded together")
+    generate.add_argument(
+        "--json", action="store_true", help="one JSON line per prompt: prompt, text, token_ids (generated only)"
+    )
+    _add_generation_options(generate)
     generate.set_defaults(run=_generate)
+
+    chat = verbs.add_parser(
+        "chat",
+        help="talk to a tuned model in the terminal, with streaming",
+        description="Interactive chat in PolyLM's formats. Type 'clear' to forget the conversation and 'stop' "
+        "to quit. Defaults follow the official demo: sampling with top_p 0.8, temperature 0.7, "
+        "repetition_penalty 1.02.",
+    )
+    _add_model_options(chat, "multialpaca", ["multialpaca", "chat"])
+    chat.add_argument("--multi-round", action="store_true", help="keep earlier turns in the prompt")
+    _add_generation_options(chat, sample=True, max_new_tokens=512, temperature=0.7, top_p=0.8, repetition_penalty=1.02)
+    chat.set_defaults(run=_chat)
     return parser
 
 

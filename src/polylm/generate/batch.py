@@ -44,9 +44,12 @@ class PromptBatch:
         """1 for real tokens over prompt + `generated` positions; None when no row is padded."""
         if not self.padded:
             return None
-        rows, length = self.input_ids.shape
+        length = self.input_ids.shape[1]
         positions = torch.arange(length + generated, device=self.input_ids.device)
         return (positions[None, :] >= self.pad_lengths[:, None]).long()
+
+    def unpadded_rows(self) -> list[list[int]]:
+        return [row[pad:] for row, pad in zip(self.input_ids.tolist(), self.pad_lengths.tolist(), strict=True)]
 
     def prompt_positions(self) -> torch.Tensor:
         positions = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)

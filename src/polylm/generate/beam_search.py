@@ -64,8 +64,8 @@ def beam_search(
     flat_pad_lengths = batch.pad_lengths.repeat_interleave(beams)
     ngrams = None
     if config.no_repeat_ngram_size:
-        rows = [row[pad:] for row, pad in zip(batch.input_ids.tolist(), batch.pad_lengths.tolist(), strict=True)]
-        ngrams = NoRepeatNGram(config.no_repeat_ngram_size, [r for r in rows for _ in range(beams)])
+        rows = batch.unpadded_rows()
+        ngrams = NoRepeatNGram(config.no_repeat_ngram_size, [row for row in rows for _ in range(beams)])
     mask = batch.attention_mask(max_new)
     flat_mask = mask.repeat_interleave(beams, dim=0) if mask is not None else None
 

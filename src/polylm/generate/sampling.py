@@ -32,14 +32,7 @@ def sample_steps(
     device = batch.input_ids.device
     eos = torch.tensor(config.eos_ids, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(config.seed) if config.seed is not None else None
-    ngrams = (
-        NoRepeatNGram(
-            config.no_repeat_ngram_size,
-            [row[pad:] for row, pad in zip(batch.input_ids.tolist(), batch.pad_lengths.tolist())],
-        )
-        if config.no_repeat_ngram_size
-        else None
-    )
+    ngrams = NoRepeatNGram(config.no_repeat_ngram_size, batch.unpadded_rows()) if config.no_repeat_ngram_size else None
     results = [Generation([], "length") for _ in range(rows)]
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)
     sequences = batch.input_ids

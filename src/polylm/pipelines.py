@@ -1,0 +1,57 @@
+"""A ModelScope-style `pipeline`, so the model card's snippet runs with polylm:
+
+from polylm import pipeline
+p = pipeline("text-generation", model="DAMO-NLP-MT/polylm-1.7b")   # or a local directory
+p("Beijing is the capital of China.\\nTranslate this sentence from English to Chinese.",
+  do_sample=False, num_beams=4, max_new_tokens=128, early_stopping=True, eos_token_id=2)
+# -> {"text": "..."}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from polylm.checkpoint import load_model
+from polylm.errors import PolyLMError
+from polylm.generate import GenerationConfig, TextGenerator
+from polylm.hub import resolve_model_dir
+from polylm.tokenizer import Tokenizer
+
+TASKS = ("text-generation", "text_generation")  # ModelScope's Tasks.text_generation is "text-generation"
+
+
+class TextGenerationPipeline:
+    """Call with a string (-> {"text": str}) or a list of strings (-> a list of those), plus generation kwargs."""
+
+    def __init__(self, generator: TextGenerator, defaults: GenerationConfig) -> None:
+        self.generator, self.defaults = generator, defaults
+
+    def __call__(self, text: str | Sequence[str], **kwargs) -> dict | list[dict]:
+        config = self.defaults.replace(**kwargs)
+        queries = [text] if isinstance(text, str) else list(text)
+        outputs = []
+        for row in self.generator(queries, config):
+            texts = [generation.text for generation in row]
+            outputs.append({"text": texts[0] if len(texts) == 1 else texts})
+        return outputs[0] if isinstance(text, str) else outputs
+
+
+def pipeline(
+    task: str = "text-generation",
+    model: str | Path | None = None,
+    template: str = "plain",
+    device: str = "cpu",
+    dtype: str | None = None,
+    **generation_defaults,
+) -> TextGenerationPipeline:
+    """Load `model` (a directory or a hub id) for text generation; kwargs become the default generation options."""
+    if task not in TASKS:
+        raise PolyLMError(f"unsupported pipeline task {task!r}; polylm offers {TASKS[0]!r}")
+    if model is None:
+        raise PolyLMError("pipeline needs model=<directory or hub id>")
+    model_dir = resolve_model_dir(model)
+    generator = TextGenerator(
+        load_model(model_dir, dtype=dtype, device=device), Tokenizer.from_dir(model_dir), template
+    )
+    return TextGenerationPipeline(generator, GenerationConfig().replace(**generation_defaults))
