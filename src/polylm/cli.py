@@ -19,9 +19,10 @@ LANGUAGE_ARG_HELP = "text files, one sentence/document per line; prefix LANG= to
 
 def _info(args: argparse.Namespace) -> None:
     from polylm.checkpoint import read_config
+    from polylm.hub import resolve_model_dir
     from polylm.model import count_parameters
 
-    config = read_config(args.model) if args.model else preset(args.preset)
+    config = read_config(resolve_model_dir(args.model)) if args.model else preset(args.preset)
     parameters = count_parameters(config)
     bytes_per_param = {"float32": 4, "bfloat16": 2, "float16": 2}[config.dtype]
     summary = {
@@ -285,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = info.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", choices=sorted(PRESETS), help="a named preset")
-    source.add_argument("--model", help="a Hugging Face model directory (reads only config.json)")
+    source.add_argument("--model", help="a Hugging Face model directory or hub id (reads only config.json)")
     info.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     info.set_defaults(run=_info)
 

@@ -100,7 +100,12 @@ def beam_search(
                 candidate_scores, order = torch.gather(totals, 1, picks).sort(dim=-1, descending=True)
                 picks = picks.gather(1, order)
             else:
-                candidate_scores, picks = torch.topk(totals, keep)
+                # The top `keep` of all beams are among each beam's own top `keep`: two small top-k's are
+                # about twice as fast as one over beams x 256K, and select the same candidates.
+                per_beam_scores, per_beam_tokens = torch.topk(totals.view(size * beams, vocab), keep)
+                candidate_scores, order = torch.topk(per_beam_scores.view(size, beams * keep), keep)
+                offsets = (torch.arange(beams, device=device) * vocab)[:, None]
+                picks = (per_beam_tokens.view(size, beams, keep) + offsets).view(size, -1).gather(1, order)
             source_beams, tokens = picks // vocab, picks % vocab
             candidates = _gather(running, source_beams)
             candidates[:, :, current] = tokens

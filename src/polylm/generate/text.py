@@ -40,7 +40,7 @@ class TextGenerator:
 
     def __init__(self, model: PolyLM, tokenizer: Tokenizer, template: str = "plain") -> None:
         render_prompt(template, "")  # refuses an unknown template now rather than at the first prompt
-        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.model, self.tokenizer, self.template = model.optimize_for_inference(), tokenizer, template
 
     def prompt_ids(self, query: str, history: Sequence[Turn] = ()) -> list[int]:
         return self.tokenizer.encode(render_prompt(self.template, query, history))
