@@ -160,6 +160,18 @@ class PolyLM(nn.Module):
             their own. cache: filled in place and advanced by `length`.
         last_token_only: return logits of the final position only (generation needs no more).
         """
+        hidden = self.hidden_states(input_ids, attention_mask, position_ids, cache, last_token_only)
+        return F.linear(hidden, self.wte.weight)
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_token_only: bool = False,
+    ) -> torch.Tensor:
+        """The final LayerNorm's output, the input of the tied output layer; arguments as `forward`."""
         batch, length = input_ids.shape
         past = cache.length if cache is not None else 0
         if past + length > self.config.max_position_embeddings:
@@ -176,8 +188,7 @@ class PolyLM(nn.Module):
             x = block(x, mask, cache, layer)
         if cache is not None:
             cache.length += length
-        x = self.ln_f(x[:, -1:] if last_token_only else x)
-        return F.linear(x, self.wte.weight)
+        return self.ln_f(x[:, -1:] if last_token_only else x)
 
     @staticmethod
     def _attention_mask(

@@ -2,7 +2,8 @@
 
 Step for step what transformers' `_sample` does: penalties on the raw logits, warpers when sampling,
 `torch.multinomial` over the whole batch (finished rows included, so the random stream stays aligned),
-finished rows fed the pad token until every row is done.
+finished rows fed the pad token until every row is done. Plain greedy decoding of an fp32 model on CPU takes
+the argmax through `greedy_head` (an exact shortcut past the 256K-row output layer).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from polylm.generate.batch import Generation, StopCriterion, make_batch
 from polylm.generate.config import GenerationConfig
+from polylm.generate.greedy_head import int8_argmax_head
 from polylm.generate.processors import NoRepeatNGram, repetition_penalty, warp
 from polylm.model import PolyLM
 
@@ -36,28 +38,28 @@ def sample_steps(
     results = [Generation([], "length") for _ in range(rows)]
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)
     sequences = batch.input_ids
-
+    plain_greedy = not config.do_sample and config.repetition_penalty == 1.0 and ngrams is None
+    fast_head = int8_argmax_head(model) if plain_greedy and isinstance(model, PolyLM) else None
     cache = model.new_cache(rows, batch.input_ids.shape[1] + batch.max_new_tokens)
+
+    def next_tokens(ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
+        if fast_head is not None:
+            hidden = model.hidden_states(ids, mask, positions, cache, last_token_only=True)
+            return fast_head.argmax(hidden[:, -1])
+        scores = model(ids, mask, positions, cache, last_token_only=True)[:, -1].float()
+        if config.repetition_penalty != 1.0:
+            scores = repetition_penalty(scores, sequences, batch.pad_lengths, config.repetition_penalty)
+        if ngrams is not None:
+            scores = ngrams(scores)
+        if not config.do_sample:
+            return scores.argmax(dim=-1)
+        probs = torch.softmax(warp(scores, config), dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+    ids, mask, positions = batch.input_ids, batch.attention_mask(0), batch.prompt_positions()
     with torch.inference_mode():
-        logits = model(
-            batch.input_ids,
-            attention_mask=batch.attention_mask(0),
-            position_ids=batch.prompt_positions(),
-            cache=cache,
-            last_token_only=True,
-        )
         for step in range(batch.max_new_tokens):
-            scores = logits[:, -1].float()
-            if config.repetition_penalty != 1.0:
-                scores = repetition_penalty(scores, sequences, batch.pad_lengths, config.repetition_penalty)
-            if ngrams is not None:
-                scores = ngrams(scores)
-            if config.do_sample:
-                probs = torch.softmax(warp(scores, config), dim=-1)
-                tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
-            else:
-                tokens = scores.argmax(dim=-1)
-            tokens = torch.where(unfinished, tokens, config.pad_id)
+            tokens = torch.where(unfinished, next_tokens(ids, mask, positions), config.pad_id)
             sequences = torch.cat([sequences, tokens[:, None]], dim=1)
             done = torch.isin(tokens, eos) & unfinished
             for row in unfinished.nonzero().flatten().tolist():
@@ -70,12 +72,6 @@ def sample_steps(
                     done[row] = True
             unfinished &= ~done
             yield tokens, results
-            if not unfinished.any() or step + 1 == batch.max_new_tokens:
+            if not unfinished.any():
                 return
-            logits = model(
-                tokens[:, None],
-                attention_mask=batch.attention_mask(step + 1),
-                position_ids=batch.step_positions(step + 1),
-                cache=cache,
-                last_token_only=True,
-            )
+            ids, mask, positions = tokens[:, None], batch.attention_mask(step + 1), batch.step_positions(step + 1)
