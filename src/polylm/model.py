@@ -36,10 +36,6 @@ class KVCache:
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
 
-    @property
-    def max_length(self) -> int:
-        return self.keys.shape[3]
-
     def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this step's keys/values for `layer` and return everything cached so far."""
         end = self.length + keys.shape[2]

@@ -33,8 +33,7 @@ class PromptBatch:
     pad_lengths: torch.Tensor
     """(rows,) how many pad tokens each row starts with."""
     max_new_tokens: int
-    """Limited by the model's context; `truncated` says whether that cut the requested number."""
-    truncated: bool
+    """The requested number, cut where the model's context ends."""
 
     @property
     def padded(self) -> bool:
@@ -73,12 +72,11 @@ def make_batch(
     context = model.config.max_position_embeddings
     if length >= context:
         raise PolyLMError(f"prompt of {length} tokens does not fit the model's context of {context} tokens")
-    requested = config.new_tokens_for(length)
-    max_new_tokens = min(requested, context - length)
+    max_new_tokens = min(config.new_tokens_for(length), context - length)
     rows = [prompt for prompt in prompts for _ in range(repeat)]
     device = model.wte.weight.device
     input_ids = torch.full((len(rows), length), config.pad_id, dtype=torch.long, device=device)
     for row, prompt in enumerate(rows):
         input_ids[row, length - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
     pad_lengths = torch.tensor([length - len(p) for p in rows], device=device)
-    return PromptBatch(input_ids, pad_lengths, max_new_tokens, truncated=max_new_tokens < requested)
+    return PromptBatch(input_ids, pad_lengths, max_new_tokens)

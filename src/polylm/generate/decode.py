@@ -23,5 +23,5 @@ def generate(
         return beam_search(model, prompts, config, stop)
     n = config.num_return_sequences
     last_step = deque(sample_steps(model, prompts, config, stop), maxlen=1)
-    results = last_step[0][1] if last_step else [Generation([], "length") for _ in range(len(prompts) * n)]
+    results = last_step[0] if last_step else [Generation([], "length") for _ in range(len(prompts) * n)]
     return [results[i * n : (i + 1) * n] for i in range(len(prompts))]

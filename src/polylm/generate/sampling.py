@@ -24,8 +24,8 @@ def sample_steps(
     prompts: Sequence[Sequence[int]],
     config: GenerationConfig,
     stop: StopCriterion | None = None,
-) -> Iterator[tuple[torch.Tensor, list[Generation]]]:
-    """Yield (tokens chosen this step, per-row results so far) after every step.
+) -> Iterator[list[Generation]]:
+    """Yield the per-row results so far after every step (streaming reads them as they grow).
 
     Rows are the prompts, each repeated num_return_sequences times. The last yield has every row finished.
     """
@@ -71,7 +71,7 @@ def sample_steps(
                     results[row].finish_reason = "stop"
                     done[row] = True
             unfinished &= ~done
-            yield tokens, results
+            yield results
             if not unfinished.any():
                 return
             ids, mask, positions = tokens[:, None], batch.attention_mask(step + 1), batch.step_positions(step + 1)

@@ -74,7 +74,7 @@ class TextGenerator:
         shown = 0
         generation = None
         config = config.replace(num_return_sequences=1)
-        for _, results in sample_steps(self.model, [prompt], config, self._stop_criterion(config)):
+        for results in sample_steps(self.model, [prompt], config, self._stop_criterion(config)):
             generation = results[0]
             text = self._text(generation.token_ids, config)
             if generation.finish_reason != "stop":
