@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, random_model, randomize
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from conftest import TINY, random_model, randomize
 from polylm.checkpoint import config_to_hf, load_model, save_model
 from polylm.cli import main
 

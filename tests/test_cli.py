@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import random_model
 
+from conftest import random_model
 from polylm.checkpoint import load_model
 from polylm.cli import build_parser, main
 from polylm.generate import GenerationConfig, generate

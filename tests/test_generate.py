@@ -7,10 +7,10 @@ import warnings
 
 import pytest
 import torch
-from conftest import TINY, random_model
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from conftest import TINY, random_model
 from polylm.checkpoint import save_model
 from polylm.errors import PolyLMError
 from polylm.generate import GenerationConfig, generate

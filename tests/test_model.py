@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import TINY, random_model, randomize
 from transformers import GPT2LMHeadModel
 
+from conftest import TINY, random_model, randomize
 from polylm.checkpoint import config_to_hf, load_model
 from polylm.config import preset
 from polylm.model import PolyLM, build_model, count_parameters

@@ -7,9 +7,9 @@ import json
 
 import pytest
 import sentencepiece as spm
-from conftest import EMBEDDED_CORPUS, SHARED_DATA
 from transformers import AutoTokenizer
 
+from conftest import EMBEDDED_CORPUS, SHARED_DATA
 from polylm.cli import main
 from polylm.tokenizer import Tokenizer, TokenizerTrainingConfig, balanced_quotas, fertility, train_tokenizer
 

@@ -1,0 +1,35 @@
+"""`polylm <verb>`: one command line over the package.
+
+Each verb lives in the module of its concern and registers its own parser; user mistakes (PolyLMError)
+print one line and exit 1, anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from polylm.cli import data, generate, model, tokenizer
+from polylm.errors import PolyLMError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="polylm", description="PolyLM: run, train, tune and evaluate the multilingual PolyLM models."
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for module in (model, tokenizer, generate, data):
+        module.register(verbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except PolyLMError as exc:
+        print(f"polylm: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,74 @@
+"""`polylm data prepare|stats`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _data_prepare(args: argparse.Namespace) -> None:
+    from polylm.data.prepare import load_config, prepare
+
+    config = load_config(Path(args.config))
+    if args.workers is not None:
+        config.workers = args.workers
+    summary = prepare(config, Path(args.out), Path(args.config))
+    ledger = summary["ledger"]
+    print(
+        f"wrote {args.out}: {sum(s['tokens'] for s in summary['sources']):,} tokens in {len(summary['sources'])} "
+        f"sources; dropped {sum(ledger['drops'].values()):,} documents, {sum(ledger['errors'].values()):,} input "
+        f"errors (polylm data stats {args.out})"
+    )
+
+
+def _data_stats(args: argparse.Namespace) -> None:
+    from polylm.data.prepare import stats
+
+    report = stats(Path(args.dir))
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return
+    print("tokens per language:")
+    for lang, count in sorted(report["tokens"].items(), key=lambda item: -item[1]):
+        print(f"  {lang:<10}{count:>14,}")
+    print("tokens per source:")
+    for source, count in report["tokens_per_source"].items():
+        print(f"  {source:<24}{count:>14,}")
+    print("dropped documents by reason:" if report["drops"] else "dropped documents: none")
+    for reason, count in sorted(report["drops"].items()):
+        print(f"  {reason:<24}{count:>10,}")
+    for kind, count in sorted(report["errors"].items()):
+        print(f"  input error {kind:<12}{count:>10,}")
+    print("curriculum stages:")
+    for stage in report["stages"]:
+        target = stage["target_non_english_share"]
+        print(
+            f"  {stage['name']:<10} from sample {stage['start_sample']:>8,}  {stage['samples']:>8,} samples  "
+            f"non-English {100 * stage['non_english_share']:.2f}%"
+            + (f" (target {100 * target:.0f}%)" if target is not None else "")
+        )
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    data = verbs.add_parser("data", help="prepare pretraining data: clean, tokenize, shard, mix by curriculum")
+    data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="VERB")
+    prepare = data_verbs.add_parser(
+        "prepare",
+        help="run a data config: readers, cleaning, bilingual documents, tokenizer, shards, curriculum",
+        description="Run the data pipeline a YAML config describes (see examples/data/curriculum.yaml and "
+        "docs/data.md). Every dropped document is counted by reason; the resolved config and the statistics "
+        "go to OUT/data.json.",
+    )
+    prepare.add_argument("--config", required=True, help="YAML data config")
+    prepare.add_argument("--out", required=True, help="output directory")
+    prepare.add_argument("--workers", type=int, help="tokenizer processes (default: the config's)")
+    prepare.set_defaults(run=_data_prepare)
+    data_stats = data_verbs.add_parser(
+        "stats",
+        help="tokens per language and source, drops by reason, realized share per curriculum stage",
+        description="Summarise a directory written by `polylm data prepare`.",
+    )
+    data_stats.add_argument("dir", help="directory written by `polylm data prepare`")
+    data_stats.add_argument("--json", action="store_true", help="one JSON object (drops, tokens, stages, ...)")
+    data_stats.set_defaults(run=_data_stats)
