@@ -23,8 +23,9 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
-from polylm import GenerationConfig, build_model, count_parameters, generate, save_model
+from polylm import GenerationConfig, build_model, count_parameters, save_model
 from polylm.config import ModelConfig
+from polylm.generate import generate
 
 
 def best_time(run, repeats: int) -> float:

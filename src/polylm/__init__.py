@@ -1,28 +1,34 @@
-"""polylm: the PolyLM polyglot LLM (arXiv 2307.06018) as one Python package."""
+"""polylm: the PolyLM polyglot LLM (arXiv 2307.06018) as one Python package.
 
-from polylm.checkpoint import load_model, save_model
-from polylm.config import PRESETS, ModelConfig, preset
-from polylm.errors import PolyLMError
-from polylm.generate import GenerationConfig, TextGenerator, generate
-from polylm.model import KVCache, PolyLM, build_model, count_parameters
-from polylm.pipelines import pipeline
-from polylm.tokenizer import Tokenizer
+Names are imported on first use (PEP 562), so `import polylm` stays cheap: tokenizer worker processes and
+data-only commands do not pay for importing torch. The decoding function is `polylm.generate.generate`
+(`polylm.generate` is its package).
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = [
-    "PRESETS",
-    "GenerationConfig",
-    "KVCache",
-    "ModelConfig",
-    "PolyLM",
-    "PolyLMError",
-    "TextGenerator",
-    "Tokenizer",
-    "build_model",
-    "count_parameters",
-    "generate",
-    "load_model",
-    "pipeline",
-    "preset",
-    "save_model",
-]
+
+_EXPORTS = {
+    "GenerationConfig": "polylm.generate",
+    "KVCache": "polylm.model",
+    "ModelConfig": "polylm.config",
+    "PRESETS": "polylm.config",
+    "PolyLM": "polylm.model",
+    "PolyLMError": "polylm.errors",
+    "TextGenerator": "polylm.generate",
+    "Tokenizer": "polylm.tokenizer",
+    "build_model": "polylm.model",
+    "count_parameters": "polylm.model",
+    "load_model": "polylm.checkpoint",
+    "pipeline": "polylm.pipelines",
+    "preset": "polylm.config",
+    "save_model": "polylm.checkpoint",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'polylm' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)
