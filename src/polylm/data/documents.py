@@ -1,0 +1,83 @@
+"""What flows through the data pipeline: documents, and the ledger that counts every drop by reason.
+
+Modelled on datatrove: each step is a generator over documents; a step that drops one calls
+`ledger.drop(reason, doc)`, which counts it (and writes it to the rejects file when one is open), so that
+`polylm data stats` can account for every input document.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+# PolyLM's 18 languages (HF model card metadata), ISO 639-1.
+POLYLM_LANGUAGES = (
+    "zh",
+    "en",
+    "es",
+    "fr",
+    "pt",
+    "ru",
+    "de",
+    "it",
+    "ar",
+    "ja",
+    "ko",
+    "th",
+    "vi",
+    "id",
+    "nl",
+    "pl",
+    "tr",
+    "he",
+)
+
+
+@dataclass
+class Document:
+    text: str
+    lang: str
+    """ISO 639-1 code the source declares (for a bilingual document: its non-English side)."""
+    source: str
+    """Name of the source in the data config."""
+    id: str
+    """Where it came from, e.g. `corpus/en.txt:17`: stable across runs, named in errors and rejects."""
+
+
+@dataclass
+class Ledger:
+    """Counts of what each step kept and dropped, plus input errors (file and line), for stats and rejects."""
+
+    drops: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    error_examples: list[str] = field(default_factory=list)
+    read: Counter = field(default_factory=Counter)
+    """Documents read per source."""
+    rejects: IO[str] | None = None
+
+    def drop(self, reason: str, doc: Document) -> None:
+        self.drops[reason] += 1
+        if self.rejects is not None:
+            record = {"reason": reason, "id": doc.id, "source": doc.source, "lang": doc.lang, "text": doc.text}
+            self.rejects.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def error(self, kind: str, message: str) -> None:
+        """An input problem (bad UTF-8, malformed JSON, missing field...): counted, and the first ones kept verbatim."""
+        self.errors[kind] += 1
+        if len(self.error_examples) < 100:
+            self.error_examples.append(message)
+
+    def to_dict(self) -> dict:
+        return {
+            "read": dict(self.read),
+            "drops": dict(self.drops),
+            "errors": dict(self.errors),
+            "error_examples": self.error_examples,
+        }
+
+    def open_rejects(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.rejects = path.open("w", encoding="utf-8")

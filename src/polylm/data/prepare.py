@@ -1,0 +1,335 @@
+"""`polylm data prepare`: sources -> cleaned documents -> tokenizer -> token shards -> curriculum, with every
+drop counted, all driven by one YAML file whose resolved form is saved beside the output (`data.json`).
+
+Output directory:
+    data.json            resolved config, drops and errors by reason, sources, stages, fingerprint
+    rejects.jsonl        dropped documents with their reason (when pipeline.rejects is on)
+    clean/SOURCE.jsonl   the documents that survived cleaning, in order
+    tokenizer/           the tokenizer used (given, or trained on the cleaned text)
+    shards/SOURCE/       uint32 token shards of each source (see shards.py)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from polylm.data.bilingual import BilingualConfig, bilingual_documents
+from polylm.data.curriculum import CurriculumConfig, CurriculumSampler, SourceInfo, Stage, polylm_curriculum
+from polylm.data.documents import Document, Ledger
+from polylm.data.filters import (
+    ExactDedup,
+    LanguageFilter,
+    MinHashDedup,
+    NormalizeNFC,
+    QualityConfig,
+    QualityFilter,
+    run_steps,
+)
+from polylm.data.readers import read_documents, read_pairs
+from polylm.data.shards import ShardSet, write_shards
+from polylm.errors import PolyLMError
+from polylm.tokenizer import Tokenizer, TokenizerTrainingConfig, train_tokenizer
+
+PARALLEL_KEYS = {"tsv", "jsonl", "src_file", "tgt_file", "src_lang", "tgt_lang"}
+
+
+@dataclass
+class SourceConfig:
+    name: str
+    lang: str | None = None
+    """Monolingual sources: the ISO 639-1 code of every file."""
+    paths: list[str] = field(default_factory=list)
+    text_field: str = "text"
+    text_mode: str = "line"
+    """`line`: a document per line; `paragraph`: blank-line separated documents (plain text only)."""
+    parallel: list[dict] = field(default_factory=list)
+    """Bilingual sources: entries of {src_file, tgt_file, src_lang, tgt_lang} | {tsv, src_lang, tgt_lang} | {jsonl}."""
+
+    @property
+    def bilingual(self) -> bool:
+        return bool(self.parallel)
+
+
+@dataclass
+class PipelineConfig:
+    quality: dict | None = field(default_factory=dict)
+    """QualityConfig overrides; null disables the quality rules."""
+    language_id: bool = True
+    exact_dedup: bool = True
+    minhash_threshold: float | None = 0.8
+    """Jaccard threshold for near-duplicates; null disables MinHash dedup."""
+    rejects: bool = False
+
+
+@dataclass
+class TokenizerSection:
+    path: str | None = None
+    """An existing tokenizer directory; when absent one is trained on the cleaned monolingual text."""
+    vocab_size: int = 8000
+    model_type: str = "bpe"
+
+
+@dataclass
+class CurriculumSection:
+    preset: str | None = "polylm"
+    total_tokens: int = 1_000_000
+    switch_fraction: float = 0.8
+    seq_len: int = 2048
+    seed: int = 1234
+    stages: list[dict] = field(default_factory=list)
+    """Custom stages (Stage fields) instead of a preset."""
+
+    def build(self) -> CurriculumConfig:
+        if self.stages:
+            return CurriculumConfig([Stage(**stage) for stage in self.stages], self.seq_len, self.seed)
+        if self.preset != "polylm":
+            raise PolyLMError(f"data config: curriculum.preset {self.preset!r} is unknown (polylm) and no stages given")
+        return polylm_curriculum(self.total_tokens, self.switch_fraction, self.seq_len, self.seed)
+
+
+@dataclass
+class DataConfig:
+    sources: list[SourceConfig]
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    bilingual: BilingualConfig = field(default_factory=BilingualConfig)
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+    curriculum: CurriculumSection = field(default_factory=CurriculumSection)
+    workers: int = 1
+
+
+def _section(cls, values: object, where: str):
+    """Build dataclass `cls` from a YAML mapping, naming the key at fault."""
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise PolyLMError(f"{where}: expected a mapping")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PolyLMError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise PolyLMError(f"{where}: {exc}") from None
+
+
+def load_config(path: Path) -> DataConfig:
+    """Read the YAML data config; relative file paths are relative to the config file."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolyLMError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise PolyLMError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or not raw.get("sources"):
+        raise PolyLMError(f"{path}: needs a 'sources' list")
+    base = path.parent
+    sources = []
+    for number, entry in enumerate(raw.pop("sources")):
+        source = _section(SourceConfig, entry, f"{path}: sources[{number}]")
+        source.paths = [str((base / p).resolve()) for p in source.paths]
+        for pair in source.parallel:
+            unknown = sorted(set(pair) - PARALLEL_KEYS)
+            if unknown:
+                raise PolyLMError(f"{path}: source {source.name!r}: unknown parallel key {unknown[0]!r}")
+            for key in ("tsv", "jsonl", "src_file", "tgt_file"):
+                if key in pair:
+                    pair[key] = str((base / pair[key]).resolve())
+        if bool(source.lang) == bool(source.parallel) or (source.lang and not source.paths):
+            raise PolyLMError(f"{path}: source {source.name!r} needs either lang + paths or parallel")
+        sources.append(source)
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise PolyLMError(f"{path}: source names must be unique, got {names}")
+    config = DataConfig(
+        sources=sources,
+        pipeline=_section(PipelineConfig, raw.pop("pipeline", None), f"{path}: pipeline"),
+        bilingual=_section(BilingualConfig, raw.pop("bilingual", None), f"{path}: bilingual"),
+        tokenizer=_section(TokenizerSection, raw.pop("tokenizer", None), f"{path}: tokenizer"),
+        curriculum=_section(CurriculumSection, raw.pop("curriculum", None), f"{path}: curriculum"),
+        workers=raw.pop("workers", 1),
+    )
+    if raw:
+        raise PolyLMError(f"{path}: unknown key {sorted(raw)[0]!r}")
+    if config.tokenizer.path:
+        config.tokenizer.path = str((base / config.tokenizer.path).resolve())
+    return config
+
+
+def _source_documents(source: SourceConfig, config: DataConfig, ledger: Ledger) -> Iterator[Document]:
+    if source.bilingual:
+        for entry in source.parallel:
+            pairs = read_pairs(
+                source.name,
+                ledger,
+                **{k: (Path(v) if k in ("tsv", "jsonl", "src_file", "tgt_file") else v) for k, v in entry.items()},
+            )
+            yield from bilingual_documents(pairs, config.bilingual)
+        return
+    for path in source.paths:
+        yield from read_documents(Path(path), source.lang, source.name, ledger, source.text_field, source.text_mode)
+
+
+def _steps(config: DataConfig) -> tuple[list, list]:
+    """Cleaning steps for monolingual and for bilingual documents (dedup state shared across sources)."""
+    normalize, exact = NormalizeNFC(), ExactDedup() if config.pipeline.exact_dedup else None
+    mono: list = [normalize]
+    if config.pipeline.quality is not None:
+        mono.append(QualityFilter(QualityConfig(**config.pipeline.quality)))
+    if config.pipeline.language_id:
+        mono.append(LanguageFilter())
+    if exact is not None:
+        mono.append(exact)
+    if config.pipeline.minhash_threshold is not None:
+        mono.append(MinHashDedup(threshold=config.pipeline.minhash_threshold))
+    bilingual = [normalize] + ([exact] if exact is not None else [])
+    return mono, bilingual
+
+
+def _write_jsonl(docs: Iterator[Document], path: Path) -> int:
+    count = 0
+    with path.open("w", encoding="utf-8") as handle:
+        for doc in docs:
+            handle.write(json.dumps(asdict(doc), ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def _read_jsonl(path: Path) -> Iterator[Document]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            yield Document(**json.loads(line))
+
+
+def _train_tokenizer(config: DataConfig, clean: Path, out: Path) -> Tokenizer:
+    """Train on the cleaned monolingual text, one input file per language (so sampling balances languages)."""
+    texts = out / "tokenizer-input"
+    texts.mkdir(parents=True, exist_ok=True)
+    handles: dict[str, object] = {}
+    try:
+        for source in config.sources:
+            if source.bilingual:
+                continue
+            handle = handles.setdefault(source.lang, (texts / f"{source.lang}.txt").open("w", encoding="utf-8"))
+            for doc in _read_jsonl(clean / f"{source.name}.jsonl"):
+                handle.write(doc.text.replace("\n", " ") + "\n")
+    finally:
+        for handle in handles.values():
+            handle.close()
+    section = config.tokenizer
+    training = TokenizerTrainingConfig(vocab_size=section.vocab_size, model_type=section.model_type)
+    tokenizer = train_tokenizer(sorted(texts.glob("*.txt")), out / "tokenizer", training)
+    shutil.rmtree(texts)
+    return tokenizer
+
+
+def prepare(config: DataConfig, out: Path, config_path: Path | None = None) -> dict:
+    """Run the whole preparation into `out` and return the summary saved as `out/data.json`."""
+    out.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger()
+    if config.pipeline.rejects:
+        ledger.open_rejects(out / "rejects.jsonl")
+    clean = out / "clean"
+    clean.mkdir(exist_ok=True)
+    mono_steps, bilingual_steps = _steps(config)
+    kept: Counter = Counter()
+    try:
+        for source in config.sources:
+            steps = bilingual_steps if source.bilingual else mono_steps
+            docs = run_steps(_source_documents(source, config, ledger), steps, ledger)
+            kept[source.name] = _write_jsonl(docs, clean / f"{source.name}.jsonl")
+            if kept[source.name] == 0:
+                raise PolyLMError(f"source {source.name!r}: no document survived reading and cleaning")
+    finally:
+        if ledger.rejects is not None:
+            ledger.rejects.close()
+
+    if config.tokenizer.path:
+        tokenizer = Tokenizer.from_dir(config.tokenizer.path)
+        tokenizer.save(out / "tokenizer")
+    else:
+        tokenizer = _train_tokenizer(config, clean, out)
+    tokenizer_dir = out / "tokenizer"
+
+    infos = []
+    for source in config.sources:
+        shard_dir = out / "shards" / source.name
+        write_shards(_read_jsonl(clean / f"{source.name}.jsonl"), tokenizer_dir, shard_dir, workers=config.workers)
+        lang = "bilingual" if source.bilingual else source.lang
+        infos.append(SourceInfo(source.name, lang or "", source.bilingual, ShardSet(shard_dir)))
+
+    sampler = CurriculumSampler(infos, config.curriculum.build())
+    summary = {
+        "config": asdict(config),
+        "config_file": str(config_path) if config_path else None,
+        "ledger": ledger.to_dict(),
+        "kept": dict(kept),
+        "sources": [
+            {
+                "name": i.name,
+                "lang": i.lang,
+                "bilingual": i.bilingual,
+                "documents": i.shards.num_documents,
+                "tokens": i.shards.num_tokens,
+            }
+            for i in infos
+        ],
+        "fingerprint": sampler.fingerprint,
+        "stages": sampler.stage_summary(),
+    }
+    (out / "data.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return summary
+
+
+def open_sampler(data_dir: Path) -> CurriculumSampler:
+    """The curriculum sampler of a prepared directory, as training uses it."""
+    summary = load_summary(data_dir)
+    curriculum = _section(CurriculumSection, summary["config"]["curriculum"], f"{data_dir / 'data.json'}: curriculum")
+    infos = [
+        SourceInfo(s["name"], s["lang"], s["bilingual"], ShardSet(data_dir / "shards" / s["name"]))
+        for s in summary["sources"]
+    ]
+    sampler = CurriculumSampler(infos, curriculum.build())
+    if sampler.fingerprint != summary["fingerprint"]:
+        raise PolyLMError(f"{data_dir}: shards or mixture changed since data.json was written; prepare again")
+    return sampler
+
+
+def load_summary(data_dir: Path) -> dict:
+    path = data_dir / "data.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolyLMError(f"{path}: not found; is {data_dir} a directory written by `polylm data prepare`?") from None
+    except json.JSONDecodeError as exc:
+        raise PolyLMError(f"{path}: not valid JSON ({exc})") from None
+
+
+def stats(data_dir: Path) -> dict:
+    """What `polylm data stats` shows: drops by reason, tokens per language and source, stages as realized."""
+    summary = load_summary(data_dir)
+    tokens: Counter = Counter()
+    for source in summary["sources"]:
+        shards = ShardSet(data_dir / "shards" / source["name"])
+        languages, inverse = np.unique(np.asarray(shards.doc_languages()), return_inverse=True)
+        per_language = np.bincount(inverse, weights=shards.doc_lengths(), minlength=len(languages))
+        tokens.update({str(lang): int(n) for lang, n in zip(languages, per_language, strict=True)})
+    return {
+        "drops": summary["ledger"]["drops"],
+        "errors": summary["ledger"]["errors"],
+        "read": summary["ledger"]["read"],
+        "kept": summary["kept"],
+        "tokens": dict(tokens),
+        "tokens_per_source": {s["name"]: s["tokens"] for s in summary["sources"]},
+        "stages": summary["stages"],
+        "fingerprint": summary["fingerprint"],
+    }
