@@ -198,24 +198,27 @@ def _parquet_texts(path: Path, field: str, ledger: Ledger) -> Iterator[tuple[int
         parquet = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
         raise PolyLMError(f"{path}: not a readable Parquet file ({exc})") from None
-    schema = parquet.schema_arrow
+    schema, problem = parquet.schema_arrow, None
     if field not in schema.names:
-        raise PolyLMError(f"{path}: no column {field!r} (columns: {', '.join(schema.names)})")
-    kind = schema.field(field).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise PolyLMError(f"{path}: column {field!r} has type {kind}, expected string")
+        problem = f"no column {field!r} (columns: {', '.join(schema.names)})"
+    elif not (pa.types.is_string(kind := schema.field(field).type) or pa.types.is_large_string(kind)):
+        problem = f"column {field!r} has type {kind}, expected string"
+    if problem is not None:
+        parquet.close()
+        raise PolyLMError(f"{path}: {problem}")
     return _parquet_rows(parquet, path, field, ledger)
 
 
 def _parquet_rows(parquet, path: Path, field: str, ledger: Ledger) -> Iterator[tuple[int, str]]:
     row = 0
-    for batch in parquet.iter_batches(columns=[field], batch_size=1024):
-        for value in batch.column(0).to_pylist():
-            row += 1
-            if value is None:
-                ledger.error("missing_field", f"{path}:{row}: no {field!r} field (null)")
-            else:
-                yield row, value
+    with parquet:
+        for batch in parquet.iter_batches(columns=[field], batch_size=1024):
+            for value in batch.column(0).to_pylist():
+                row += 1
+                if value is None:
+                    ledger.error("missing_field", f"{path}:{row}: no {field!r} field (null)")
+                else:
+                    yield row, value
 
 
 def read_documents(
