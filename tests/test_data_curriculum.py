@@ -153,6 +153,8 @@ def test_exhausted_source_is_reused_with_a_warning_and_a_count():
         for index in range(sampler.num_samples):
             sampler.sample(index)
     assert sampler.exhausted["th-web"] == (sampler.num_samples * 64) // th_tokens
+    assert sampler.epochs()["th-web"] == pytest.approx((sampler.num_samples * 64 + 1) / th_tokens, abs=1e-3)
+    assert sampler.epochs()["en-web"] == 0
 
 
 def test_bad_stages_are_refused():

@@ -40,6 +40,7 @@ def test_stats_json_interface(prepared, capsys):
     assert sum(report["drops"].values()) > 0 and all(":" in reason for reason in report["drops"])
     assert [stage["name"] for stage in report["stages"]] == ["stage1", "stage2"]
     assert {"non_english_share", "start_sample"} <= set(report["stages"][0])
+    assert report["epochs"]["leipzig-en"] > 1  # 70% English from a small English corpus: reused, and said so
     rejects = [json.loads(line) for line in (prepared / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sum(report["drops"].values()) == len(rejects)
     assert {r["reason"] for r in rejects} == set(report["drops"])

@@ -40,6 +40,11 @@ def _data_stats(args: argparse.Namespace) -> None:
         print(f"  {reason:<24}{count:>10,}")
     for kind, count in sorted(report["errors"].items()):
         print(f"  input error {kind:<12}{count:>10,}")
+    reused = {name: epochs for name, epochs in report["epochs"].items() if epochs > 1}
+    if reused:
+        print("sources the curriculum reads more than once (epochs):")
+        for name, epochs in sorted(reused.items(), key=lambda item: -item[1]):
+            print(f"  {name:<24}{epochs:>10.2f}")
     print("curriculum stages:")
     for stage in report["stages"]:
         target = stage["target_non_english_share"]

@@ -236,6 +236,14 @@ class CurriculumSampler:
             warnings.warn(message + "; resuming anyway (forced)", stacklevel=2)
         self.next_sample = int(state["next_sample"])
 
+    def epochs(self) -> dict[str, float]:
+        """How many passes over each source the whole curriculum makes (> 1: the source is reused)."""
+        counts = np.bincount(self.assignment, minlength=len(self.sources))
+        return {
+            s.name: round(float(counts[k] * self.config.seq_len + 1) / s.shards.num_tokens, 3)
+            for k, s in enumerate(self.sources)
+        }
+
     def stage_summary(self) -> list[dict]:
         """Per stage: where it starts, its samples, and the non-English token share it realizes."""
         summary = []

@@ -285,6 +285,7 @@ def prepare(config: DataConfig, out: Path, config_path: Path | None = None) -> d
         ],
         "fingerprint": sampler.fingerprint,
         "stages": sampler.stage_summary(),
+        "epochs": sampler.epochs(),
     }
     (out / "data.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
@@ -331,5 +332,6 @@ def stats(data_dir: Path) -> dict:
         "tokens": dict(tokens),
         "tokens_per_source": {s["name"]: s["tokens"] for s in summary["sources"]},
         "stages": summary["stages"],
+        "epochs": summary.get("epochs", {}),
         "fingerprint": summary["fingerprint"],
     }
