@@ -39,7 +39,8 @@ from polylm.data.shards import ShardSet, write_shards
 from polylm.errors import PolyLMError
 from polylm.tokenizer import Tokenizer, TokenizerTrainingConfig, train_tokenizer
 
-PARALLEL_KEYS = {"tsv", "jsonl", "src_file", "tgt_file", "src_lang", "tgt_lang"}
+PARALLEL_FILE_KEYS = ("tsv", "jsonl", "src_file", "tgt_file")
+PARALLEL_KEYS = {*PARALLEL_FILE_KEYS, "src_lang", "tgt_lang"}
 
 
 @dataclass
@@ -141,7 +142,7 @@ def load_config(path: Path) -> DataConfig:
             unknown = sorted(set(pair) - PARALLEL_KEYS)
             if unknown:
                 raise PolyLMError(f"{path}: source {source.name!r}: unknown parallel key {unknown[0]!r}")
-            for key in ("tsv", "jsonl", "src_file", "tgt_file"):
+            for key in PARALLEL_FILE_KEYS:
                 if key in pair:
                     pair[key] = str((base / pair[key]).resolve())
         if bool(source.lang) == bool(source.parallel) or (source.lang and not source.paths):
@@ -168,12 +169,9 @@ def load_config(path: Path) -> DataConfig:
 def _source_documents(source: SourceConfig, config: DataConfig, ledger: Ledger) -> Iterator[Document]:
     if source.bilingual:
         for entry in source.parallel:
-            pairs = read_pairs(
-                source.name,
-                ledger,
-                **{k: (Path(v) if k in ("tsv", "jsonl", "src_file", "tgt_file") else v) for k, v in entry.items()},
-            )
-            yield from bilingual_documents(pairs, config.bilingual)
+            files = {key: Path(value) for key, value in entry.items() if key in PARALLEL_FILE_KEYS}
+            languages = {key: value for key, value in entry.items() if key not in PARALLEL_FILE_KEYS}
+            yield from bilingual_documents(read_pairs(source.name, ledger, **files, **languages), config.bilingual)
         return
     for path in source.paths:
         yield from read_documents(Path(path), source.lang, source.name, ledger, source.text_field, source.text_mode)
@@ -214,17 +212,14 @@ def _train_tokenizer(config: DataConfig, clean: Path, out: Path) -> Tokenizer:
     """Train on the cleaned monolingual text, one input file per language (so sampling balances languages)."""
     texts = out / "tokenizer-input"
     texts.mkdir(parents=True, exist_ok=True)
-    handles: dict[str, object] = {}
-    try:
-        for source in config.sources:
-            if source.bilingual:
-                continue
-            handle = handles.setdefault(source.lang, (texts / f"{source.lang}.txt").open("w", encoding="utf-8"))
+    for path in texts.glob("*.txt"):
+        path.unlink()
+    for source in config.sources:
+        if source.bilingual:
+            continue
+        with (texts / f"{source.lang}.txt").open("a", encoding="utf-8") as handle:  # sources of a language add up
             for doc in _read_jsonl(clean / f"{source.name}.jsonl"):
                 handle.write(doc.text.replace("\n", " ") + "\n")
-    finally:
-        for handle in handles.values():
-            handle.close()
     section = config.tokenizer
     training = TokenizerTrainingConfig(vocab_size=section.vocab_size, model_type=section.model_type)
     tokenizer = train_tokenizer(sorted(texts.glob("*.txt")), out / "tokenizer", training)
