@@ -1,0 +1,53 @@
+"""`polylm pretrain` and `polylm export`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from polylm.train.config import load_train_config, validate
+    from polylm.train.trainer import train
+
+    config = load_train_config(Path(args.config) if args.config else None, args.overrides)
+    for flag, key in (("max_steps", "max_steps"), ("checkpoint_every", "checkpoint_every")):
+        if getattr(args, flag) is not None:
+            setattr(config.run, key, getattr(args, flag))
+    validate(config)
+    last = train(config, Path(args.out), resume=args.resume)
+    print(json.dumps({"run": args.out, **{k: last[k] for k in ("step", "loss", "tokens_seen")}}))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from polylm.train.trainer import export_checkpoint
+
+    print(f"wrote {export_checkpoint(Path(args.checkpoint), Path(args.out))}")
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    pretrain = verbs.add_parser(
+        "pretrain",
+        help="pretrain on prepared data with the curriculum (single process for now)",
+        description="Pretrain a model on a directory written by `polylm data prepare`. The config is YAML "
+        "(see examples/pretrain/tiny.yaml and docs/pretrain.md); dotted.key=value arguments override it, "
+        "e.g. optim.lr=6e-5 batch.global_tokens=1048576.",
+    )
+    pretrain.add_argument("--config", help="YAML train config (preset: tiny | polylm-1.7b | polylm-13b, data: DIR)")
+    pretrain.add_argument("overrides", nargs="*", metavar="dotted.key=value")
+    pretrain.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoints/, tokenizer/")
+    pretrain.add_argument("--max-steps", type=int, help="optimizer steps (run.max_steps)")
+    pretrain.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (run.checkpoint_every)")
+    pretrain.add_argument("--resume", choices=["auto"], help="continue from the latest complete checkpoint")
+    pretrain.set_defaults(run=_pretrain)
+
+    export = verbs.add_parser(
+        "export",
+        help="write a training checkpoint as a Hugging Face model directory",
+        description="Write RUN/checkpoints/step-N as a GPT2LMHeadModel directory (safetensors, config.json, "
+        "tokenizer) that `polylm generate` and transformers load.",
+    )
+    export.add_argument("checkpoint", help="a checkpoint directory, e.g. RUN/checkpoints/step-00000100")
+    export.add_argument("--out", required=True, help="output model directory")
+    export.set_defaults(run=_export)

@@ -1,0 +1,1 @@
+"""Pretraining: the typed config, the optimizer step, checkpoints and exact resume."""

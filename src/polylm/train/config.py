@@ -1,0 +1,155 @@
+"""The pretraining config: one typed tree, read from YAML plus `dotted.key=value` overrides, saved with every
+checkpoint in its resolved form.
+
+Defaults follow PolyLM's launch scripts and model card (`../shared/spec/polylm-facts.md` §5): AdamW β (0.9, 0.95),
+eps 1e-8, weight decay 1e-4 (not on biases and norms), clip 1.0, cosine to lr/10 after a linear warmup. The
+1.7B model card says lr 1e-4 and 4M-token batches; its launch script says 6e-5 and 1M tokens: the presets take
+the card, and either is one override away (`optim.lr=6e-5 batch.global_tokens=1048576`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from polylm.errors import PolyLMError
+
+
+@dataclass
+class ModelSection:
+    preset: str = "tiny"
+    overrides: dict = field(default_factory=dict)
+    """ModelConfig fields to change on the preset (vocab_size always follows the data's tokenizer)."""
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1.0e-4
+    min_lr_ratio: float = 0.1
+    """The cosine ends at lr × this (Megatron's min_lr: lr/10 in PolyLM's scripts)."""
+    warmup_steps: int = 2000
+    decay_steps: int | None = None
+    """Steps over which the cosine runs (warmup included); default: the run's max_steps."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+    clip_grad_norm: float = 1.0
+
+
+@dataclass
+class BatchSection:
+    global_tokens: int = 4 * 1024 * 1024
+    """Tokens per optimizer step; reached by gradient accumulation over micro batches."""
+    micro_batch: int = 8
+    """Sequences per forward/backward."""
+
+
+@dataclass
+class RunSection:
+    max_steps: int = 1000
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    log_every: int = 1
+    seed: int = 1234
+    precision: str = "fp32"
+    """`fp32`, or `bf16` autocast with fp32 master weights."""
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    """A directory written by `polylm data prepare` (shards, tokenizer, curriculum)."""
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    batch: BatchSection = field(default_factory=BatchSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": {"model": {"preset": "tiny"}, "optim": {"lr": 1e-3, "warmup_steps": 20},
+             "batch": {"global_tokens": 16 * 512, "micro_batch": 8}},
+    "polylm-1.7b": {"model": {"preset": "polylm-1.7b"}, "optim": {"lr": 1.0e-4, "warmup_steps": 2000},
+                    "batch": {"global_tokens": 4 * 1024 * 1024, "micro_batch": 8}, "run": {"precision": "bf16"}},
+    "polylm-13b": {"model": {"preset": "polylm-13b"}, "optim": {"lr": 6.0e-5, "warmup_steps": 2500},
+                   "batch": {"global_tokens": 4 * 1024 * 1024, "micro_batch": 4}, "run": {"precision": "bf16"}},
+}  # fmt: skip
+
+
+def _merge(target: object, values: dict, where: str) -> None:
+    """Write `values` into dataclass `target`, recursing into sections, naming any unknown key."""
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        if key not in fields:
+            raise PolyLMError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise PolyLMError(f"{where}.{key}: expected a mapping")
+            _merge(current, value, f"{where}.{key}")
+        else:
+            setattr(target, key, tuple(value) if isinstance(current, tuple) else value)
+
+
+def _dotted(overrides: list[str]) -> dict:
+    nested: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise PolyLMError(f"override {item!r} is not of the form dotted.key=value")
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return nested
+
+
+def load_train_config(path: Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Preset (the file's `preset:` key) < file < overrides. Relative `data` is relative to the file."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise PolyLMError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise PolyLMError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise PolyLMError(f"{path}: expected a mapping at the top")
+    where = str(path) if path else "config"
+    config = TrainConfig()
+    preset = raw.pop("preset", None)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise PolyLMError(f"{where}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        _merge(config, PRESETS[preset], f"preset {preset}")
+    _merge(config, raw, where)
+    if path is not None and config.data and not Path(config.data).is_absolute():
+        config.data = str((path.parent / config.data).resolve())
+    _merge(config, _dotted(list(overrides)), "override")
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    checks = [
+        ("data", bool(config.data), "must name a directory written by `polylm data prepare`"),
+        ("optim.lr", config.optim.lr > 0, "must be > 0"),
+        ("optim.min_lr_ratio", 0 <= config.optim.min_lr_ratio <= 1, "must be in [0, 1]"),
+        ("optim.warmup_steps", config.optim.warmup_steps >= 0, "must be >= 0"),
+        ("batch.global_tokens", config.batch.global_tokens > 0, "must be > 0"),
+        ("batch.micro_batch", config.batch.micro_batch > 0, "must be > 0"),
+        ("run.max_steps", config.run.max_steps > 0, "must be > 0"),
+        ("run.checkpoint_every", config.run.checkpoint_every > 0, "must be > 0"),
+        ("run.keep_last", config.run.keep_last > 0, "must be > 0"),
+        ("run.precision", config.run.precision in ("fp32", "bf16"), "must be fp32 or bf16"),
+    ]
+    for key, ok, rule in checks:
+        if not ok:
+            raise PolyLMError(f"train config: {key} {rule}")

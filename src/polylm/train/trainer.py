@@ -1,0 +1,213 @@
+"""Single-process pretraining on the curriculum sampler: the optimizer step, its metrics, checkpoints and resume.
+
+One optimizer step consumes `global_tokens / seq_len` consecutive samples of the curriculum (a pure function of
+the sample index), split into micro batches whose gradients accumulate. The loss covers every token, as in
+Megatron without `--eod-mask-loss`; it is also reported per language from the samples' token tags.
+Distributed engines (DDP, FSDP2) are not wired in yet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from polylm.config import preset
+from polylm.data.prepare import open_sampler
+from polylm.errors import PolyLMError
+from polylm.model import PolyLM, build_model
+from polylm.tokenizer import Tokenizer
+from polylm.train.config import OptimSection, TrainConfig
+
+CHECKPOINT_PREFIX = "step-"
+
+
+def learning_rate(step: int, optim: OptimSection, total_steps: int) -> float:
+    """Megatron's schedule for optimizer step `step` (1-based): linear warmup, cosine to min, then constant."""
+    decay_steps = optim.decay_steps or total_steps
+    low = optim.lr * optim.min_lr_ratio
+    if optim.warmup_steps and step <= optim.warmup_steps:
+        return optim.lr * step / optim.warmup_steps
+    if step > decay_steps:
+        return low
+    ratio = (step - optim.warmup_steps) / max(decay_steps - optim.warmup_steps, 1)
+    return low + 0.5 * (1 + math.cos(math.pi * ratio)) * (optim.lr - low)
+
+
+def optimizer_for(model: PolyLM, optim: OptimSection) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: biases and LayerNorm parameters are not decayed (Megatron)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": optim.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps)
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a checkpoint only gets its final name once fully written)."""
+    folder = run_dir / "checkpoints"
+    return sorted(folder.glob(f"{CHECKPOINT_PREFIX}*")) if folder.is_dir() else []
+
+
+def _save_checkpoint(run_dir: Path, state: dict, config: TrainConfig, keep_last: int) -> Path:
+    folder = run_dir / "checkpoints"
+    final = folder / f"{CHECKPOINT_PREFIX}{state['step']:08d}"
+    temporary = folder / f".{final.name}.tmp-{os.getpid()}"
+    temporary.mkdir(parents=True, exist_ok=True)
+    torch.save(state, temporary / "trainer.pt")
+    (temporary / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    for path in temporary.iterdir():
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    temporary.rename(final)  # atomic: a killed save leaves only a dot-directory that is never picked
+    for old in _checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old)
+    return final
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise PolyLMError(f"{path}: not a training checkpoint (no trainer.pt)") from None
+
+
+def _micro_batches(samples: list, micro_batch: int) -> list[tuple[torch.Tensor, list[list[str]]]]:
+    out = []
+    for start in range(0, len(samples), micro_batch):
+        chunk = samples[start : start + micro_batch]
+        out.append((torch.from_numpy(np.stack([s.tokens for s in chunk])), [s.languages for s in chunk]))
+    return out
+
+
+def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict:
+    """Train until `run.max_steps`; returns the last step's metrics. `resume="auto"` continues the latest checkpoint."""
+    data_dir = Path(config.data)
+    sampler = open_sampler(data_dir)
+    tokenizer = Tokenizer.from_dir(data_dir / "tokenizer")
+    seq_len = sampler.config.seq_len
+    samples_per_step, remainder = divmod(config.batch.global_tokens, seq_len)
+    if remainder or samples_per_step % config.batch.micro_batch:
+        raise PolyLMError(
+            f"train config: batch.global_tokens {config.batch.global_tokens} must be a multiple of seq_len {seq_len} "
+            f"× batch.micro_batch {config.batch.micro_batch} (world size 1)"
+        )
+    available = sampler.num_samples // samples_per_step
+    if config.run.max_steps > available:
+        needed = config.run.max_steps * samples_per_step
+        raise PolyLMError(
+            f"train config: run.max_steps {config.run.max_steps} needs {needed} samples; "
+            f"the curriculum in {data_dir} has {sampler.num_samples} ({available} steps)"
+        )
+    model_config = preset(config.model.preset).replace(
+        **config.model.overrides, vocab_size=tokenizer.vocab_size, dtype="float32"
+    )
+    if model_config.max_position_embeddings < seq_len:
+        raise PolyLMError(f"model context {model_config.max_position_embeddings} is shorter than seq_len {seq_len}")
+    torch.manual_seed(config.run.seed)
+    model = build_model(model_config, seed=config.run.seed)
+    optimizer = optimizer_for(model, config.optim)
+    step, tokens_seen = 0, 0
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.jsonl"
+    if resume == "auto" and _checkpoints(run_dir):
+        state = load_checkpoint(_checkpoints(run_dir)[-1])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        step, tokens_seen = state["step"], state["tokens_seen"]
+        if metrics_path.exists():  # drop lines logged after that checkpoint: they will be computed again
+            kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            metrics_path.write_text("".join(line + "\n" for line in kept))
+    else:
+        sampler.next_sample = 0
+        metrics_path.write_text("")
+    (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    tokenizer.save(run_dir / "tokenizer")
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.run.precision == "bf16")
+    batches = sampler.batches(samples_per_step)
+    last: dict = {}
+    model.train()
+    with tqdm(total=config.run.max_steps, initial=step, desc="pretraining", unit="step") as progress:
+        while step < config.run.max_steps:
+            started = time.perf_counter()
+            samples = next(batches)
+            step += 1
+            lr = learning_rate(step, config.optim, config.run.max_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum, lang_loss, lang_tokens = 0.0, defaultdict(float), defaultdict(int)
+            micro = _micro_batches(samples, config.batch.micro_batch)
+            for tokens, languages in micro:
+                with autocast:
+                    logits = model(tokens[:, :-1])
+                losses = F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
+                (losses.mean() / len(micro)).backward()
+                losses = losses.detach()
+                loss_sum += float(losses.mean()) / len(micro)
+                flat_losses = losses.flatten().tolist()
+                flat_langs = [lang for row in languages for lang in row[1:]]
+                for lang, value in zip(flat_langs, flat_losses, strict=True):
+                    lang_loss[lang] += value
+                    lang_tokens[lang] += 1
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad_norm))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step_tokens = len(samples) * seq_len
+            tokens_seen += step_tokens
+            total = sum(lang_tokens.values())
+            last = {
+                "step": step,
+                "loss": loss_sum,
+                "loss_by_lang": {lang: lang_loss[lang] / lang_tokens[lang] for lang in sorted(lang_tokens)},
+                "lang_mix": {lang: lang_tokens[lang] / total for lang in sorted(lang_tokens)},
+                "stage": samples[0].stage,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens_seen": tokens_seen,
+                "tokens_per_s": step_tokens / (time.perf_counter() - started),
+            }
+            if step % config.run.log_every == 0 or step == config.run.max_steps:
+                with metrics_path.open("a") as handle:
+                    handle.write(json.dumps(last) + "\n")
+            progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}")
+            progress.update(1)
+            if step % config.run.checkpoint_every == 0 or step == config.run.max_steps:
+                state = {
+                    "model": model.state_dict(),
+                    "model_config": model_config.to_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "sampler": sampler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "step": step,
+                    "tokens_seen": tokens_seen,
+                }
+                _save_checkpoint(run_dir, state, config, config.run.keep_last)
+    return last
+
+
+def export_checkpoint(checkpoint: Path, out: Path) -> Path:
+    """Write a training checkpoint as the Hugging Face directory of issue A (weights, config, tokenizer)."""
+    from polylm.checkpoint import save_model
+    from polylm.config import ModelConfig
+
+    state = load_checkpoint(checkpoint)
+    model = PolyLM(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    tokenizer_dir = checkpoint.parent.parent / "tokenizer"
+    return save_model(model, out, tokenizer=Tokenizer.from_dir(tokenizer_dir))

@@ -1,0 +1,146 @@
+"""Pretraining: the schedule, loss going down, exact resume, atomic checkpoints, export, config errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import EMBEDDED_CORPUS
+from polylm.checkpoint import load_model
+from polylm.cli import main
+from polylm.errors import PolyLMError
+from polylm.train.config import OptimSection, load_train_config
+from polylm.train.trainer import _checkpoints, learning_rate
+
+pytestmark = pytest.mark.filterwarnings("ignore:curriculum. source")  # the tiny corpus is reused, by design
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Prepared data from the embedded corpus: 4 languages, one bilingual source, 2 curriculum stages."""
+    root = tmp_path_factory.mktemp("train-data")
+    sources = "\n".join(
+        f'  - {{name: {lang}, lang: {lang}, paths: ["{EMBEDDED_CORPUS / (lang + ".txt")}"]}}'
+        for lang in ("en", "zh", "th", "de")
+    )
+    de, en = EMBEDDED_CORPUS / "de.txt", EMBEDDED_CORPUS / "en.txt"
+    pairs = f'[{{src_file: "{de}", tgt_file: "{en}", src_lang: de, tgt_lang: en}}]'
+    config = root / "data.yaml"
+    config.write_text(
+        f"sources:\n{sources}\n  - {{name: pairs, parallel: {pairs}}}\n"
+        "pipeline: {minhash_threshold: null}\ntokenizer: {vocab_size: 1500}\n"
+        "curriculum: {total_tokens: 40960, switch_fraction: 0.5, seq_len: 64}\n"
+    )
+    assert main(["data", "prepare", "--config", str(config), "--out", str(root / "data")]) == 0
+    return root / "data"
+
+
+def _config_file(tmp_path, data_dir, **run):
+    path = tmp_path / "train.yaml"
+    run_yaml = ", ".join(f"{k}: {v}" for k, v in {"max_steps": 12, "checkpoint_every": 4, **run}.items())
+    path.write_text(
+        f"preset: tiny\ndata: {data_dir}\nmodel: {{overrides: {{num_layers: 2, hidden_size: 64, num_heads: 4}}}}\n"
+        f"batch: {{global_tokens: 512, micro_batch: 4}}\noptim: {{lr: 0.003, warmup_steps: 3, decay_steps: 12}}\n"
+        f"run: {{{run_yaml}}}\n"
+    )
+    return path
+
+
+def _losses(run_dir):
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_megatron_schedule():
+    optim = OptimSection(lr=1.0, min_lr_ratio=0.1, warmup_steps=10)
+    assert learning_rate(5, optim, 110) == 0.5
+    assert learning_rate(10, optim, 110) == 1.0
+    assert learning_rate(60, optim, 110) == pytest.approx(0.1 + 0.5 * (1 + math.cos(math.pi * 0.5)) * 0.9)
+    assert learning_rate(110, optim, 110) == pytest.approx(0.1)
+    assert learning_rate(500, optim, 110) == pytest.approx(0.1)
+
+
+def test_training_lowers_the_loss_and_logs_per_language(tmp_path, data_dir):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", str(_config_file(tmp_path, data_dir)), "--out", str(run)]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 13))
+    assert {"loss", "lr", "tokens_per_s", "loss_by_lang", "lang_mix", "stage"} <= set(records[0])
+    assert records[-1]["loss"] < records[0]["loss"] - 0.5
+    assert set(records[0]["loss_by_lang"]) >= {"en", "de"}
+    assert [p.name for p in _checkpoints(run)] == ["step-00000004", "step-00000008", "step-00000012"]
+
+
+def test_resume_is_bit_identical(tmp_path, data_dir):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    config = str(_config_file(tmp_path, data_dir))
+    assert main(["pretrain", "--config", config, "--out", str(whole)]) == 0
+    # Stopping at 8 stands for an interruption: the schedule is fixed by optim.decay_steps, not by max_steps.
+    assert main(["pretrain", "--config", config, "--out", str(part), "--max-steps", "8"]) == 0
+    (part / "checkpoints" / ".step-00000012.tmp-1").mkdir()  # a save killed half-way is never picked
+    assert main(["pretrain", "--config", config, "--out", str(part), "--resume", "auto"]) == 0
+    assert _losses(part) == _losses(whole)
+
+
+@pytest.mark.slow
+def test_kill_9_at_a_random_step_then_resume(tmp_path, data_dir):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    config = str(_config_file(tmp_path, data_dir, checkpoint_every=2))
+    assert main(["pretrain", "--config", config, "--out", str(whole)]) == 0
+    command = [sys.executable, "-m", "polylm.cli", "pretrain", "--config", config, "--out", str(killed)]
+    stop_at = int(torch.randint(3, 10, ()).item())
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        metrics = killed / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= stop_at:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert main(["pretrain", "--config", config, "--out", str(killed), "--resume", "auto"]) == 0
+    assert _losses(killed) == _losses(whole)
+
+
+def test_export_loads_in_transformers(tmp_path, data_dir):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", str(_config_file(tmp_path, data_dir, max_steps=4)), "--out", str(run)]) == 0
+    out = tmp_path / "hf"
+    assert main(["export", str(_checkpoints(run)[-1]), "--out", str(out)]) == 0
+    ids = torch.randint(3, 1500, (2, 30))
+    with torch.no_grad():
+        theirs = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
+        ours = load_model(out)(ids)
+    assert (theirs - ours).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["optim.lr_max=1"], "override.optim: unknown key 'lr_max'"),
+        (["batch.global_tokens=500"], "must be a multiple of seq_len 64"),
+        (["run.max_steps=10000"], "the curriculum in"),
+        (["data=/nonexistent"], "/nonexistent/data.json: not found"),
+        (["run.precision=fp16"], "run.precision must be fp32 or bf16"),
+    ],
+)
+def test_bad_config_fails_before_training(tmp_path, data_dir, capsys, extra, message):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", str(_config_file(tmp_path, data_dir)), "--out", str(run), *extra]) == 1
+    assert message in capsys.readouterr().err
+    assert not (run / "checkpoints").exists()
+
+
+def test_unknown_key_in_the_file(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("preset: tiny\ndata: x\nrun: {max_step: 3}\n")
+    with pytest.raises(PolyLMError, match=r"t\.yaml\.run: unknown key 'max_step'"):
+        load_train_config(path)
