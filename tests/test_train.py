@@ -144,3 +144,21 @@ def test_unknown_key_in_the_file(tmp_path):
     path.write_text("preset: tiny\ndata: x\nrun: {max_step: 3}\n")
     with pytest.raises(PolyLMError, match=r"t\.yaml\.run: unknown key 'max_step'"):
         load_train_config(path)
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_equals_one_process(tmp_path, data_dir):
+    """2 ranks (gloo, CPU) with the global batch split between them = 1 process accumulating it all."""
+    config = str(_config_file(tmp_path, data_dir, max_steps=5))
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["pretrain", "--config", config, "--out", str(one)]) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "polylm.cli", "pretrain", "--config", config, "--out", str(two)]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["world_size"] for r in records] == [2] * 5
+    for single, double in zip(_losses(one), _losses(two), strict=True):
+        assert abs(single - double) <= 1e-5

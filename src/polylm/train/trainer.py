@@ -1,9 +1,9 @@
-"""Single-process pretraining on the curriculum sampler: the optimizer step, its metrics, checkpoints and resume.
+"""Pretraining on the curriculum sampler: the optimizer step, its metrics, checkpoints and resume.
 
 One optimizer step consumes `global_tokens / seq_len` consecutive samples of the curriculum (a pure function of
 the sample index), split into micro batches whose gradients accumulate. The loss covers every token, as in
 Megatron without `--eod-mask-loss`; it is also reported per language from the samples' token tags.
-Distributed engines (DDP, FSDP2) are not wired in yet.
+Under torchrun the model runs in DDP (CPU: gloo); FSDP2 is not wired in yet.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ import os
 import shutil
 import time
 from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from polylm.config import preset
@@ -92,17 +96,62 @@ def _micro_batches(samples: list, micro_batch: int) -> list[tuple[torch.Tensor, 
     return out
 
 
+@dataclass
+class World:
+    """This process's place under torchrun (rank 0 of 1 without it)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+def join_world() -> World:
+    """Join torchrun's process group (gloo on CPU) when WORLD_SIZE > 1."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def _merge_languages(world: World, sums: dict[str, float], counts: dict[str, int]) -> tuple[dict, dict]:
+    """Per-language loss sums and token counts over all ranks."""
+    if world.size == 1:
+        return sums, counts
+    gathered: list = [None] * world.size
+    dist.all_gather_object(gathered, (dict(sums), dict(counts)))
+    total_sums, total_counts = defaultdict(float), defaultdict(int)
+    for rank_sums, rank_counts in gathered:
+        for lang, value in rank_sums.items():
+            total_sums[lang] += value
+            total_counts[lang] += rank_counts[lang]
+    return total_sums, total_counts
+
+
 def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict:
-    """Train until `run.max_steps`; returns the last step's metrics. `resume="auto"` continues the latest checkpoint."""
+    """Train until `run.max_steps`; returns the last step's metrics. `resume="auto"` continues the latest checkpoint.
+
+    Under `torchrun --nproc_per_node=N` the model is wrapped in DDP and each rank takes its contiguous share of
+    every global batch; the step is the same as one process accumulating the whole batch.
+    """
+    world = join_world()
     data_dir = Path(config.data)
     sampler = open_sampler(data_dir)
     tokenizer = Tokenizer.from_dir(data_dir / "tokenizer")
     seq_len = sampler.config.seq_len
     samples_per_step, remainder = divmod(config.batch.global_tokens, seq_len)
-    if remainder or samples_per_step % config.batch.micro_batch:
+    if remainder or samples_per_step % (config.batch.micro_batch * world.size):
         raise PolyLMError(
             f"train config: batch.global_tokens {config.batch.global_tokens} must be a multiple of seq_len {seq_len} "
-            f"× batch.micro_batch {config.batch.micro_batch} (world size 1)"
+            f"× batch.micro_batch {config.batch.micro_batch} × world size {world.size}"
         )
     available = sampler.num_samples // samples_per_step
     if config.run.max_steps > available:
@@ -123,27 +172,32 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
 
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
-    if resume == "auto" and _checkpoints(run_dir):
-        state = load_checkpoint(_checkpoints(run_dir)[-1])
+    checkpoints = _checkpoints(run_dir) if resume == "auto" else []
+    if checkpoints:
+        state = load_checkpoint(checkpoints[-1])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         step, tokens_seen = state["step"], state["tokens_seen"]
-        if metrics_path.exists():  # drop lines logged after that checkpoint: they will be computed again
+    world.barrier()  # every rank has read the checkpoint list before rank 0 writes anything
+    if world.main:
+        if checkpoints and metrics_path.exists():  # lines logged after that checkpoint will be computed again
             kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step]
             metrics_path.write_text("".join(line + "\n" for line in kept))
-    else:
-        sampler.next_sample = 0
-        metrics_path.write_text("")
-    (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    tokenizer.save(run_dir / "tokenizer")
+        elif not checkpoints:
+            metrics_path.write_text("")
+        (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        tokenizer.save(run_dir / "tokenizer")
 
+    network = DistributedDataParallel(model) if world.size > 1 else model
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.run.precision == "bf16")
+    per_rank = samples_per_step // world.size
     batches = sampler.batches(samples_per_step)
     last: dict = {}
     model.train()
-    with tqdm(total=config.run.max_steps, initial=step, desc="pretraining", unit="step") as progress:
+    progress = tqdm(total=config.run.max_steps, initial=step, desc="pretraining", unit="step", disable=not world.main)
+    with progress:
         while step < config.run.max_steps:
             started = time.perf_counter()
             samples = next(batches)
@@ -152,22 +206,29 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum, lang_loss, lang_tokens = 0.0, defaultdict(float), defaultdict(int)
-            micro = _micro_batches(samples, config.batch.micro_batch)
-            for tokens, languages in micro:
-                with autocast:
-                    logits = model(tokens[:, :-1])
-                losses = F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
-                (losses.mean() / len(micro)).backward()
+            micro = _micro_batches(
+                samples[world.rank * per_rank : (world.rank + 1) * per_rank], config.batch.micro_batch
+            )
+            for number, (tokens, languages) in enumerate(micro):
+                last_micro = number == len(micro) - 1
+                with network.no_sync() if world.size > 1 and not last_micro else nullcontext(), autocast:
+                    logits = network(tokens[:, :-1])
+                    losses = F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
+                    (losses.mean() / len(micro)).backward()
                 losses = losses.detach()
                 loss_sum += float(losses.mean()) / len(micro)
-                flat_losses = losses.flatten().tolist()
                 flat_langs = [lang for row in languages for lang in row[1:]]
-                for lang, value in zip(flat_langs, flat_losses, strict=True):
+                for lang, value in zip(flat_langs, losses.flatten().tolist(), strict=True):
                     lang_loss[lang] += value
                     lang_tokens[lang] += 1
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad_norm))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if world.size > 1:
+                total_loss = torch.tensor([loss_sum], dtype=torch.float64)
+                dist.all_reduce(total_loss)
+                loss_sum = float(total_loss) / world.size
+            lang_loss, lang_tokens = _merge_languages(world, lang_loss, lang_tokens)
             step_tokens = len(samples) * seq_len
             tokens_seen += step_tokens
             total = sum(lang_tokens.values())
@@ -181,23 +242,27 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
                 "grad_norm": grad_norm,
                 "tokens_seen": tokens_seen,
                 "tokens_per_s": step_tokens / (time.perf_counter() - started),
+                "world_size": world.size,
             }
-            if step % config.run.log_every == 0 or step == config.run.max_steps:
+            if world.main and (step % config.run.log_every == 0 or step == config.run.max_steps):
                 with metrics_path.open("a") as handle:
                     handle.write(json.dumps(last) + "\n")
             progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}")
             progress.update(1)
             if step % config.run.checkpoint_every == 0 or step == config.run.max_steps:
-                state = {
-                    "model": model.state_dict(),
-                    "model_config": model_config.to_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "sampler": sampler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "step": step,
-                    "tokens_seen": tokens_seen,
-                }
-                _save_checkpoint(run_dir, state, config, config.run.keep_last)
+                if world.main:
+                    state = {
+                        "model": model.state_dict(),
+                        "model_config": model_config.to_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "sampler": sampler.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                        "step": step,
+                        "tokens_seen": tokens_seen,
+                        "world_size": world.size,
+                    }
+                    _save_checkpoint(run_dir, state, config, config.run.keep_last)
+                world.barrier()
     return last
 
 
