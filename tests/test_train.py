@@ -38,7 +38,7 @@ def data_dir(tmp_path_factory):
     config.write_text(
         f"sources:\n{sources}\n  - {{name: pairs, parallel: {pairs}}}\n"
         "pipeline: {minhash_threshold: null}\ntokenizer: {vocab_size: 1500}\n"
-        "curriculum: {total_tokens: 40960, switch_fraction: 0.5, seq_len: 64}\n"
+        "curriculum: {total_tokens: 40960, switch_fraction: 0.5, seq_len: 64}\nvalidation_fraction: 0.15\n"
     )
     assert main(["data", "prepare", "--config", str(config), "--out", str(root / "data")]) == 0
     return root / "data"
@@ -77,6 +77,17 @@ def test_training_lowers_the_loss_and_logs_per_language(tmp_path, data_dir):
     assert records[-1]["loss"] < records[0]["loss"] - 0.5
     assert set(records[0]["loss_by_lang"]) >= {"en", "de"}
     assert [p.name for p in _checkpoints(run)] == ["step-00000004", "step-00000008", "step-00000012"]
+
+
+def test_validation_loss_falls_in_every_language(tmp_path, data_dir):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", str(_config_file(tmp_path, data_dir)), "--out", str(run)]) == 0
+    records = [json.loads(line) for line in (run / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 12]
+    before, after = records[0]["loss_by_lang"], records[-1]["loss_by_lang"]
+    assert set(before) == {"en", "zh", "th", "de"}
+    assert all(after[lang] < before[lang] for lang in before), (before, after)
+    assert records[0]["perplexity_by_lang"]["en"] == pytest.approx(math.exp(before["en"]))
 
 
 def test_resume_is_bit_identical(tmp_path, data_dir):

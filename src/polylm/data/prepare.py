@@ -12,7 +12,9 @@ Output directory:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -105,6 +107,9 @@ class DataConfig:
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     curriculum: CurriculumSection = field(default_factory=CurriculumSection)
     workers: int = 1
+    validation_fraction: float = 0.0
+    """Share of each monolingual source's cleaned documents held out for validation (OUT/validation/SOURCE),
+    chosen by a hash of the document id so the split is stable; training never sees them."""
 
 
 def _section(cls, values: object, where: str):
@@ -158,7 +163,10 @@ def load_config(path: Path) -> DataConfig:
         tokenizer=_section(TokenizerSection, raw.pop("tokenizer", None), f"{path}: tokenizer"),
         curriculum=_section(CurriculumSection, raw.pop("curriculum", None), f"{path}: curriculum"),
         workers=raw.pop("workers", 1),
+        validation_fraction=raw.pop("validation_fraction", 0.0),
     )
+    if not 0 <= config.validation_fraction < 1:
+        raise PolyLMError(f"{path}: validation_fraction must be in [0, 1), got {config.validation_fraction}")
     if raw:
         raise PolyLMError(f"{path}: unknown key {sorted(raw)[0]!r}")
     if config.tokenizer.path:
@@ -193,11 +201,18 @@ def _steps(config: DataConfig) -> tuple[list, list]:
     return mono, bilingual
 
 
-def _write_jsonl(docs: Iterator[Document], path: Path) -> int:
+def _held_out(doc: Document, fraction: float) -> bool:
+    digest = hashlib.sha256(doc.id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _write_jsonl(docs: Iterator[Document], path: Path, validation: Path | None = None, fraction: float = 0.0) -> int:
+    """Write the kept documents; with `validation`, a `fraction` of them goes there instead. Returns all kept."""
     count = 0
-    with path.open("w", encoding="utf-8") as handle:
+    with path.open("w", encoding="utf-8") as train, (validation or Path(os.devnull)).open("w") as held:
         for doc in docs:
-            handle.write(json.dumps(asdict(doc), ensure_ascii=False) + "\n")
+            line = json.dumps(asdict(doc), ensure_ascii=False) + "\n"
+            (held if validation is not None and _held_out(doc, fraction) else train).write(line)
             count += 1
     return count
 
@@ -241,7 +256,10 @@ def prepare(config: DataConfig, out: Path, config_path: Path | None = None) -> d
         for source in config.sources:
             steps = bilingual_steps if source.bilingual else mono_steps
             docs = run_steps(_source_documents(source, config, ledger), steps, ledger)
-            kept[source.name] = _write_jsonl(docs, clean / f"{source.name}.jsonl")
+            held_out = (
+                clean / f"{source.name}.val.jsonl" if config.validation_fraction and not source.bilingual else None
+            )
+            kept[source.name] = _write_jsonl(docs, clean / f"{source.name}.jsonl", held_out, config.validation_fraction)
             if kept[source.name] == 0:
                 raise PolyLMError(f"source {source.name!r}: no document survived reading and cleaning")
     finally:
@@ -262,6 +280,16 @@ def prepare(config: DataConfig, out: Path, config_path: Path | None = None) -> d
         lang = "bilingual" if source.bilingual else source.lang
         infos.append(SourceInfo(source.name, lang or "", source.bilingual, ShardSet(shard_dir)))
 
+    validation = []
+    for source in config.sources:
+        held_out = clean / f"{source.name}.val.jsonl"
+        if held_out.exists() and held_out.stat().st_size:
+            shard_dir = out / "validation" / source.name
+            write_shards(_read_jsonl(held_out), tokenizer_dir, shard_dir, workers=1, progress=False)
+            shards = ShardSet(shard_dir)
+            validation.append({"name": source.name, "lang": source.lang, "documents": shards.num_documents,
+                               "tokens": shards.num_tokens})  # fmt: skip
+
     sampler = CurriculumSampler(infos, config.curriculum.build())
     summary = {
         "config": asdict(config),
@@ -278,6 +306,7 @@ def prepare(config: DataConfig, out: Path, config_path: Path | None = None) -> d
             }
             for i in infos
         ],
+        "validation": validation,
         "fingerprint": sampler.fingerprint,
         "stages": sampler.stage_summary(),
         "epochs": sampler.epochs(),

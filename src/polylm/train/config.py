@@ -53,6 +53,10 @@ class RunSection:
     checkpoint_every: int = 500
     keep_last: int = 3
     log_every: int = 1
+    eval_every: int = 0
+    """Steps between validation passes (0: only before the first step and after the last)."""
+    eval_tokens: int = 20000
+    """Held-out tokens evaluated per validation source."""
     seed: int = 1234
     precision: str = "fp32"
     """`fp32`, or `bf16` autocast with fp32 master weights."""

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from polylm.config import preset
 from polylm.data.prepare import open_sampler
+from polylm.data.shards import ShardSet
 from polylm.errors import PolyLMError
 from polylm.model import PolyLM, build_model
 from polylm.tokenizer import Tokenizer
@@ -136,6 +137,31 @@ def _merge_languages(world: World, sums: dict[str, float], counts: dict[str, int
     return total_sums, total_counts
 
 
+@torch.no_grad()
+def evaluate(model: PolyLM, data_dir: Path, seq_len: int, max_tokens: int, micro_batch: int) -> dict[str, float]:
+    """Mean next-token loss per language on the held-out shards (`validation_fraction` of `polylm data prepare`).
+
+    Each language's held-out documents are packed like training samples (windows of seq_len + 1 tokens,
+    stride seq_len) up to `max_tokens` per source; every source's windows count alike within its language.
+    """
+    summary = json.loads((data_dir / "data.json").read_text(encoding="utf-8"))
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    was_training = model.training
+    model.eval()
+    for source in summary.get("validation", []):
+        shards = ShardSet(data_dir / "validation" / source["name"])
+        stream = np.concatenate([shards.document(i) for i in range(shards.num_documents)])[: max_tokens + 1]
+        windows = [stream[i : i + seq_len + 1] for i in range(0, len(stream) - seq_len, seq_len)]
+        for start in range(0, len(windows), micro_batch):
+            tokens = torch.from_numpy(np.stack(windows[start : start + micro_batch]).astype(np.int64))
+            losses = F.cross_entropy(model(tokens[:, :-1]).float().transpose(1, 2), tokens[:, 1:], reduction="sum")
+            sums[source["lang"]] += float(losses)
+            counts[source["lang"]] += tokens[:, 1:].numel()
+    model.train(was_training)
+    return {lang: sums[lang] / counts[lang] for lang in sorted(counts)}
+
+
 def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict:
     """Train until `run.max_steps`; returns the last step's metrics. `resume="auto"` continues the latest checkpoint.
 
@@ -181,15 +207,31 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
         torch.set_rng_state(state["torch_rng"])
         step, tokens_seen = state["step"], state["tokens_seen"]
     world.barrier()  # every rank has read the checkpoint list before rank 0 writes anything
+    validation_path = run_dir / "validation.jsonl"
     if world.main:
-        if checkpoints and metrics_path.exists():  # lines logged after that checkpoint will be computed again
-            kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            metrics_path.write_text("".join(line + "\n" for line in kept))
-        elif not checkpoints:
-            metrics_path.write_text("")
+        for path in (metrics_path, validation_path):
+            # On resume, lines logged after the checkpoint are dropped: they will be computed again.
+            kept = path.read_text().splitlines() if checkpoints and path.exists() else []
+            kept = [line for line in kept if json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
         (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         tokenizer.save(run_dir / "tokenizer")
 
+    def validate_now() -> None:
+        if not world.main:
+            return
+        losses = evaluate(model, data_dir, seq_len, config.run.eval_tokens, config.batch.micro_batch)
+        if losses:
+            record = {
+                "step": step,
+                "loss_by_lang": losses,
+                "perplexity_by_lang": {k: math.exp(v) for k, v in losses.items()},
+            }
+            with validation_path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    if step == 0:
+        validate_now()
     network = DistributedDataParallel(model) if world.size > 1 else model
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.run.precision == "bf16")
     per_rank = samples_per_step // world.size
@@ -249,6 +291,8 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
                     handle.write(json.dumps(last) + "\n")
             progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}")
             progress.update(1)
+            if (config.run.eval_every and step % config.run.eval_every == 0) or step == config.run.max_steps:
+                validate_now()
             if step % config.run.checkpoint_every == 0 or step == config.run.max_steps:
                 if world.main:
                     state = {
