@@ -173,3 +173,35 @@ def test_torchrun_ddp_equals_one_process(tmp_path, data_dir):
     assert [r["world_size"] for r in records] == [2] * 5
     for single, double in zip(_losses(one), _losses(two), strict=True):
         assert abs(single - double) <= 1e-5
+
+
+def test_plot_and_mfu(tmp_path, data_dir):
+    run = tmp_path / "run"
+    config = str(_config_file(tmp_path, data_dir, max_steps=6, peak_flops=1e12))
+    assert main(["pretrain", "--config", config, "--out", str(run)]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < r["mfu"] < 1 for r in records)
+    assert main(["plot", str(run)]) == 0
+    for name in ("loss_by_language.png", "language_mix.png"):
+        data = (run / "plots" / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_current_step_then_resume(tmp_path, data_dir):
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    config = str(_config_file(tmp_path, data_dir, checkpoint_every=100))
+    assert main(["pretrain", "--config", config, "--out", str(whole)]) == 0
+    command = [sys.executable, "-m", "polylm.cli", "pretrain", "--config", config, "--out", str(stopped)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    metrics = stopped / "metrics.jsonl"
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0 and "stopped by a signal" in stderr
+    last_logged = len(metrics.read_text().splitlines())
+    assert last_logged < 12 and _checkpoints(stopped)[-1].name == f"step-{last_logged:08d}"
+    assert main(["pretrain", "--config", config, "--out", str(stopped), "--resume", "auto"]) == 0
+    assert _losses(stopped) == _losses(whole)

@@ -1,4 +1,4 @@
-"""`polylm pretrain` and `polylm export`."""
+"""`polylm pretrain`, `polylm export` and `polylm plot`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {export_checkpoint(Path(args.checkpoint), Path(args.out))}")
 
 
+def _plot(args: argparse.Namespace) -> None:
+    from polylm.train.plots import plot_run
+
+    for path in plot_run(Path(args.run_dir)):
+        print(f"wrote {path}")
+
+
 def register(verbs: argparse._SubParsersAction) -> None:
     pretrain = verbs.add_parser(
         "pretrain",
@@ -51,3 +58,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     export.add_argument("checkpoint", help="a checkpoint directory, e.g. RUN/checkpoints/step-00000100")
     export.add_argument("--out", required=True, help="output model directory")
     export.set_defaults(run=_export)
+
+    plot = verbs.add_parser(
+        "plot",
+        help="draw loss per language and the language mix of a run to PNG",
+        description="Read RUN_DIR/metrics.jsonl and validation.jsonl; write RUN_DIR/plots/loss_by_language.png "
+        "and language_mix.png, with the curriculum's stage switch marked.",
+    )
+    plot.add_argument("run_dir", help="a directory written by `polylm pretrain`")
+    plot.set_defaults(run=_plot)

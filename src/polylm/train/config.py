@@ -60,6 +60,8 @@ class RunSection:
     seed: int = 1234
     precision: str = "fp32"
     """`fp32`, or `bf16` autocast with fp32 master weights."""
+    peak_flops: float | None = None
+    """Peak FLOP/s of one device, for MFU (e.g. 989e12 for an H100's dense bf16); None leaves MFU out."""
 
 
 @dataclass

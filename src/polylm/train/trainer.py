@@ -12,6 +12,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import sys
 import time
 from collections import defaultdict
 from contextlib import nullcontext
@@ -25,11 +27,11 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from polylm.config import preset
+from polylm.config import ModelConfig, preset
 from polylm.data.prepare import open_sampler
 from polylm.data.shards import ShardSet
 from polylm.errors import PolyLMError
-from polylm.model import PolyLM, build_model
+from polylm.model import PolyLM, build_model, count_parameters
 from polylm.tokenizer import Tokenizer
 from polylm.train.config import OptimSection, TrainConfig
 
@@ -162,6 +164,35 @@ def evaluate(model: PolyLM, data_dir: Path, seq_len: int, max_tokens: int, micro
     return {lang: sums[lang] / counts[lang] for lang in sorted(counts)}
 
 
+def flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token, PaLM's estimate as nanoGPT uses it: 6·N for the weights (forward and backward;
+    the tied output layer counts, as it is computed) plus 12·layers·hidden·seq_len for attention scores."""
+    return 6 * count_parameters(config) + 12 * config.num_layers * config.hidden_size * seq_len
+
+
+class StopRequest:
+    """SIGTERM / SIGINT ask the loop to checkpoint after the current step and return, instead of dying mid-step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def agreed(self, world: World) -> bool:
+        """True when any rank was asked to stop (all ranks must stop at the same step)."""
+        if world.size == 1:
+            return self.requested
+        flag = torch.tensor([int(self.requested)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict:
     """Train until `run.max_steps`; returns the last step's metrics. `resume="auto"` continues the latest checkpoint.
 
@@ -239,6 +270,8 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
     last: dict = {}
     model.train()
     progress = tqdm(total=config.run.max_steps, initial=step, desc="pretraining", unit="step", disable=not world.main)
+    step_flops = flops_per_token(model_config, seq_len)
+    stop = StopRequest()
     with progress:
         while step < config.run.max_steps:
             started = time.perf_counter()
@@ -286,6 +319,11 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
                 "tokens_per_s": step_tokens / (time.perf_counter() - started),
                 "world_size": world.size,
             }
+            last["mfu"] = (
+                last["tokens_per_s"] * step_flops / (config.run.peak_flops * world.size)
+                if config.run.peak_flops
+                else None
+            )
             if world.main and (step % config.run.log_every == 0 or step == config.run.max_steps):
                 with metrics_path.open("a") as handle:
                     handle.write(json.dumps(last) + "\n")
@@ -293,7 +331,8 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
             progress.update(1)
             if (config.run.eval_every and step % config.run.eval_every == 0) or step == config.run.max_steps:
                 validate_now()
-            if step % config.run.checkpoint_every == 0 or step == config.run.max_steps:
+            stopping = stop.agreed(world)
+            if step % config.run.checkpoint_every == 0 or step == config.run.max_steps or stopping:
                 if world.main:
                     state = {
                         "model": model.state_dict(),
@@ -307,13 +346,20 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
                     }
                     _save_checkpoint(run_dir, state, config, config.run.keep_last)
                 world.barrier()
+            if stopping:
+                if world.main:
+                    progress.write(
+                        f"stopped by a signal after step {step}; checkpoint saved, resume with --resume auto",
+                        file=sys.stderr,
+                    )
+                break
+    stop.restore()
     return last
 
 
 def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     """Write a training checkpoint as the Hugging Face directory of issue A (weights, config, tokenizer)."""
     from polylm.checkpoint import save_model
-    from polylm.config import ModelConfig
 
     state = load_checkpoint(checkpoint)
     model = PolyLM(ModelConfig(**state["model_config"]))
