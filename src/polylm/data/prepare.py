@@ -202,7 +202,8 @@ def _steps(config: DataConfig) -> tuple[list, list]:
 
 
 def _held_out(doc: Document, fraction: float) -> bool:
-    digest = hashlib.sha256(doc.id.encode("utf-8")).digest()
+    """A stable choice that depends on the source and the text only (not on where the files live)."""
+    digest = hashlib.sha256(f"{doc.source}\0{doc.text}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
