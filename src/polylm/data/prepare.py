@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from polylm.configfile import read_yaml
 from polylm.data.bilingual import BilingualConfig, bilingual_documents
 from polylm.data.curriculum import CurriculumConfig, CurriculumSampler, SourceInfo, Stage, polylm_curriculum
 from polylm.data.documents import Document, Ledger
@@ -130,12 +130,7 @@ def _section(cls, values: object, where: str):
 
 def load_config(path: Path) -> DataConfig:
     """Read the YAML data config; relative file paths are relative to the config file."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolyLMError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise PolyLMError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict) or not raw.get("sources"):
         raise PolyLMError(f"{path}: needs a 'sources' list")
     base = path.parent

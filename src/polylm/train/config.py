@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from polylm.configfile import read_yaml
 from polylm.errors import PolyLMError
 
 
@@ -120,12 +121,7 @@ def load_train_config(path: Path | None, overrides: list[str] = ()) -> TrainConf
     """Preset (the file's `preset:` key) < file < overrides. Relative `data` is relative to the file."""
     raw: dict = {}
     if path is not None:
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise PolyLMError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise PolyLMError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raw = read_yaml(path) or {}
         if not isinstance(raw, dict):
             raise PolyLMError(f"{path}: expected a mapping at the top")
     where = str(path) if path else "config"
