@@ -44,15 +44,15 @@ def prepare(workdir: Path) -> Path:
     return workdir / "data"
 
 
-def ours(data_dir: Path, workdir: Path, steps: int) -> list[float]:
+def ours(data_dir: Path, workdir: Path, steps: int, overrides: list[str]) -> list[float]:
     config = workdir / "train.yaml"
     config.write_text(
         f"preset: tiny\ndata: {data_dir}\n"
         f"batch: {{global_tokens: {SAMPLES_PER_STEP * SEQ_LEN}, micro_batch: {MICRO}}}\n"
         f"run: {{max_steps: {steps}, checkpoint_every: {steps}}}\n"
     )
-    run = workdir / "run"
-    assert polylm(["pretrain", "--config", str(config), "--out", str(run)]) == 0
+    run = workdir / ("run-" + "-".join(overrides))
+    assert polylm(["pretrain", "--config", str(config), "--out", str(run), *overrides]) == 0
     return [json.loads(line)["tokens_per_s"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -80,26 +80,31 @@ def transformers_loop(data_dir: Path, steps: int) -> list[float]:
     return speeds
 
 
+VARIANTS = {
+    "fp32 eager": [],
+    "fp32 compiled": ["parallel.compile=true"],
+    "bf16 eager": ["run.precision=bf16"],
+    "bf16 compiled": ["run.precision=bf16", "parallel.compile=true"],
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    result: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__, "steps": args.steps}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         data_dir = prepare(workdir)
-        polylm_speeds = ours(data_dir, workdir, args.steps)[2:]
-        hf_speeds = transformers_loop(data_dir, args.steps)[2:]
-    result = {
-        "polylm_tokens_per_s": statistics.median(polylm_speeds),
-        "transformers_tokens_per_s": statistics.median(hf_speeds),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
-    result["ratio"] = result["polylm_tokens_per_s"] / result["transformers_tokens_per_s"]
-    print(f"polylm pretrain      {result['polylm_tokens_per_s']:>10.0f} tokens/s")
-    print(f"transformers loop    {result['transformers_tokens_per_s']:>10.0f} tokens/s")
-    print(f"ratio                {result['ratio']:>10.2f}")
+        result["transformers_tokens_per_s"] = statistics.median(transformers_loop(data_dir, args.steps)[2:])
+        print(f"{'transformers loop (fp32 eager)':<32}{result['transformers_tokens_per_s']:>10.0f} tokens/s")
+        for name in args.variants.split(","):
+            speed = statistics.median(ours(data_dir, workdir, args.steps, VARIANTS[name])[2:])
+            ratio = speed / result["transformers_tokens_per_s"]
+            result[f"polylm {name}"] = {"tokens_per_s": speed, "ratio": ratio}
+            print(f"{'polylm pretrain, ' + name:<32}{speed:>10.0f} tokens/s   ratio {ratio:.2f}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import GPT2LMHeadModel
 
+import polylm.model
 from conftest import TINY, random_model, randomize
 from polylm.checkpoint import config_to_hf, load_model
 from polylm.config import preset
+from polylm.loss import linear_cross_entropy
 from polylm.model import PolyLM, build_model, count_parameters
 
 TOLERANCE = 1e-5
@@ -169,3 +173,24 @@ def test_sequence_longer_than_context_is_refused():
     model = random_model()
     with pytest.raises(ValueError, match="max_position_embeddings"):
         model(_prompt(TINY.max_position_embeddings + 1))
+
+
+@pytest.mark.parametrize(("ignored", "chunk"), [(0, 512), (7, 512), (7, 16)])
+def test_fused_training_loss_equals_cross_entropy(monkeypatch, ignored, chunk):
+    """The chunked output layer + loss gives F.cross_entropy's loss and gradients, with -100 targets skipped."""
+    monkeypatch.setattr(polylm.model, "linear_cross_entropy", functools.partial(linear_cross_entropy, chunk=chunk))
+    config = TINY.replace(vocab_size=300)
+    fused, reference = random_model(config), random_model(config)
+    ids = torch.randint(0, 300, (3, 40), generator=torch.Generator().manual_seed(1))
+    targets = torch.roll(ids, -1, dims=1)
+    targets[0, :ignored] = -100
+    mean, per_token = fused.train()(ids, targets=targets)
+    logits = reference.train()(ids)
+    expected = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+    (mean * 3).backward()
+    (expected.sum() / (targets != -100).sum() * 3).backward()
+    assert not per_token.requires_grad
+    assert (per_token - expected.detach()).abs().max() < 1e-5
+    assert (per_token[0, :ignored] == 0).all()
+    for (name, ours), theirs in zip(fused.named_parameters(), reference.parameters(), strict=True):
+        assert (ours.grad - theirs.grad).abs().max() < 1e-6, name

@@ -18,8 +18,9 @@ from conftest import EMBEDDED_CORPUS
 from polylm.checkpoint import load_model
 from polylm.cli import main
 from polylm.errors import PolyLMError
+from polylm.train.checkpointing import list_checkpoints
 from polylm.train.config import OptimSection, load_train_config
-from polylm.train.trainer import _checkpoints, learning_rate
+from polylm.train.trainer import learning_rate
 
 pytestmark = pytest.mark.filterwarnings("ignore:curriculum. source")  # the tiny corpus is reused, by design
 
@@ -76,7 +77,7 @@ def test_training_lowers_the_loss_and_logs_per_language(tmp_path, data_dir):
     assert {"loss", "lr", "tokens_per_s", "loss_by_lang", "lang_mix", "stage"} <= set(records[0])
     assert records[-1]["loss"] < records[0]["loss"] - 0.5
     assert set(records[0]["loss_by_lang"]) >= {"en", "de"}
-    assert [p.name for p in _checkpoints(run)] == ["step-00000004", "step-00000008", "step-00000012"]
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000004", "step-00000008", "step-00000012"]
 
 
 def test_validation_loss_per_language(tmp_path, data_dir):
@@ -133,7 +134,7 @@ def test_export_loads_in_transformers(tmp_path, data_dir):
     run = tmp_path / "run"
     assert main(["pretrain", "--config", str(_config_file(tmp_path, data_dir, max_steps=4)), "--out", str(run)]) == 0
     out = tmp_path / "hf"
-    assert main(["export", str(_checkpoints(run)[-1]), "--out", str(out)]) == 0
+    assert main(["export", str(list_checkpoints(run)[-1]), "--out", str(out)]) == 0
     ids = torch.randint(3, 1500, (2, 30))
     with torch.no_grad():
         theirs = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
@@ -149,6 +150,8 @@ def test_export_loads_in_transformers(tmp_path, data_dir):
         (["run.max_steps=10000"], "the curriculum in"),
         (["data=/nonexistent"], "/nonexistent/data.json: not found"),
         (["run.precision=fp16"], "run.precision must be fp32 or bf16"),
+        (["parallel.engine=zero3"], "parallel.engine must be one of auto, single, ddp, fsdp"),
+        (["parallel.engine=fsdp"], "parallel.engine fsdp needs torchrun"),
     ],
 )
 def test_bad_config_fails_before_training(tmp_path, data_dir, capsys, extra, message):
@@ -165,22 +168,44 @@ def test_unknown_key_in_the_file(tmp_path):
         load_train_config(path)
 
 
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "polylm.cli", *args]  # fmt: skip
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+
+
 @pytest.mark.slow
-def test_torchrun_ddp_equals_one_process(tmp_path, data_dir):
-    """2 ranks (gloo, CPU) with the global batch split between them = 1 process accumulating it all."""
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_torchrun_equals_one_process(tmp_path, data_dir, engine):
+    """2 ranks (gloo, CPU) with the global batch split between them = 1 process accumulating it all.
+
+    Then the 2-rank checkpoint (sharded under FSDP) exports to transformers, and resumes in one process only when
+    the world size change is allowed.
+    """
     config = str(_config_file(tmp_path, data_dir, max_steps=5))
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["pretrain", "--config", config, "--out", str(one)]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "polylm.cli", "pretrain", "--config", config, "--out", str(two)]  # fmt: skip
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    result = _torchrun("pretrain", "--config", config, "--out", str(two), f"parallel.engine={engine}")
     assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["world_size"] for r in records] == [2] * 5
     for single, double in zip(_losses(one), _losses(two), strict=True):
         assert abs(single - double) <= 1e-5
+
+    exported = {}
+    for run in (one, two):
+        assert main(["export", str(list_checkpoints(run)[-1]), "--out", str(run / "hf")]) == 0
+        exported[run] = AutoModelForCausalLM.from_pretrained(run / "hf").eval()
+    ids = torch.randint(3, 1500, (2, 30))
+    with torch.no_grad():
+        assert (exported[one](ids).logits - exported[two](ids).logits).abs().max().item() <= 1e-4
+
+    longer = [str(two), "--max-steps", "6", "--resume", "auto"]
+    assert main(["pretrain", "--config", config, "--out", *longer]) == 1
+    assert main(["pretrain", "--config", config, "--out", *longer, "run.allow_world_size_change=true"]) == 0
+    assert [r["step"] for r in map(json.loads, (two / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3, 4, 5, 6]
 
 
 def test_plot_and_mfu(tmp_path, data_dir):
@@ -193,6 +218,35 @@ def test_plot_and_mfu(tmp_path, data_dir):
     for name in ("loss_by_language.png", "language_mix.png"):
         data = (run / "plots" / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 10_000
+
+
+def test_activation_checkpointing_and_tensorboard(tmp_path, data_dir):
+    """Recomputing activations changes memory, not the numbers; TensorBoard gets the same scalars as the JSONL."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = str(_config_file(tmp_path, data_dir, max_steps=4))
+    plain, recomputed = tmp_path / "plain", tmp_path / "recomputed"
+    assert main(["pretrain", "--config", config, "--out", str(plain), "run.tensorboard=false"]) == 0
+    assert not (plain / "tensorboard").exists()
+    assert (
+        main(["pretrain", "--config", config, "--out", str(recomputed), "parallel.activation_checkpointing=true"]) == 0
+    )
+    assert _losses(recomputed) == pytest.approx(_losses(plain), abs=1e-6)
+    events = EventAccumulator(str(recomputed / "tensorboard"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert [step for step, _ in logged] == [1, 2, 3, 4]
+    assert [value for _, value in logged] == pytest.approx(_losses(recomputed), rel=1e-6)
+    assert {"train/loss_by_lang/en", "train/lang_mix/zh", "validation/loss_by_lang/de"} <= set(events.Tags()["scalars"])
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_alike(tmp_path, data_dir):
+    config = str(_config_file(tmp_path, data_dir, max_steps=3))
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    assert main(["pretrain", "--config", config, "--out", str(eager)]) == 0
+    assert main(["pretrain", "--config", config, "--out", str(compiled), "parallel.compile=true"]) == 0
+    assert _losses(compiled) == pytest.approx(_losses(eager), rel=1e-4)
 
 
 @pytest.mark.slow
@@ -210,6 +264,6 @@ def test_sigterm_checkpoints_the_current_step_then_resume(tmp_path, data_dir):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0 and "stopped by a signal" in stderr
     last_logged = len(metrics.read_text().splitlines())
-    assert last_logged < 12 and _checkpoints(stopped)[-1].name == f"step-{last_logged:08d}"
+    assert last_logged < 12 and list_checkpoints(stopped)[-1].name == f"step-{last_logged:08d}"
     assert main(["pretrain", "--config", config, "--out", str(stopped), "--resume", "auto"]) == 0
     assert _losses(stopped) == _losses(whole)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polylm.config import TANH_GELU_NAMES, ModelConfig
+from polylm.loss import linear_cross_entropy
 
 
 class Mask(NamedTuple):
@@ -148,15 +149,21 @@ class PolyLM(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_token_only: bool = False,
-    ) -> torch.Tensor:
-        """Logits for `input_ids` (batch, length).
+        targets: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits for `input_ids` (batch, length); with `targets`, the training loss instead.
 
         attention_mask: (batch, cached + length), 1 for real tokens and 0 for padding, as in transformers.
         position_ids: default `cached + arange(length)`, as transformers does; left-padded callers pass
             their own. cache: filled in place and advanced by `length`.
         last_token_only: return logits of the final position only (generation needs no more).
+        targets: (batch, length) next-token ids, -100 where not counted. Returns (mean loss over the counted
+            tokens, per-token losses detached) from the fused output layer of `polylm.loss`, which never holds
+            the whole logits. It goes through `forward` so that DDP's and FSDP's hooks see it.
         """
         hidden = self.hidden_states(input_ids, attention_mask, position_ids, cache, last_token_only)
+        if targets is not None:
+            return linear_cross_entropy(hidden, self.wte.weight, targets)
         return F.linear(hidden, self.wte.weight)
 
     def hidden_states(

@@ -21,7 +21,7 @@ def _pretrain(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from polylm.train.trainer import export_checkpoint
+    from polylm.train.checkpointing import export_checkpoint
 
     print(f"wrote {export_checkpoint(Path(args.checkpoint), Path(args.out))}")
 
@@ -36,10 +36,11 @@ def _plot(args: argparse.Namespace) -> None:
 def register(verbs: argparse._SubParsersAction) -> None:
     pretrain = verbs.add_parser(
         "pretrain",
-        help="pretrain on prepared data with the curriculum (single process for now)",
+        help="pretrain on prepared data with the curriculum (one process, or DDP / FSDP2 under torchrun)",
         description="Pretrain a model on a directory written by `polylm data prepare`. The config is YAML "
         "(see examples/pretrain/tiny.yaml and docs/pretrain.md); dotted.key=value arguments override it, "
-        "e.g. optim.lr=6e-5 batch.global_tokens=1048576.",
+        "e.g. optim.lr=6e-5 batch.global_tokens=1048576 parallel.engine=fsdp parallel.compile=true. "
+        "Under `torchrun --nproc_per_node=N -m polylm.cli pretrain ...` the ranks split every global batch.",
     )
     pretrain.add_argument("--config", help="YAML train config (preset: tiny | polylm-1.7b | polylm-13b, data: DIR)")
     pretrain.add_argument("overrides", nargs="*", metavar="dotted.key=value")

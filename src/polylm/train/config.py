@@ -18,6 +18,8 @@ import yaml
 from polylm.configfile import read_yaml
 from polylm.errors import PolyLMError
 
+ENGINES = ("auto", "single", "ddp", "fsdp")
+
 
 @dataclass
 class ModelSection:
@@ -63,6 +65,24 @@ class RunSection:
     """`fp32`, or `bf16` autocast with fp32 master weights."""
     peak_flops: float | None = None
     """Peak FLOP/s of one device, for MFU (e.g. 989e12 for an H100's dense bf16); None leaves MFU out."""
+    device: str = "auto"
+    """`auto` (this rank's GPU when there is one, else CPU), `cuda` or `cpu`."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files to RUN/tensorboard."""
+    allow_world_size_change: bool = False
+    """Resume a checkpoint written by a different number of ranks. The data order and the global batch do not
+    depend on the world size, so the run goes on with the same samples; only the split changes, and the
+    per-step losses can differ in the last bits from what the old world size would have given."""
+
+
+@dataclass
+class ParallelSection:
+    engine: str = "auto"
+    """`single`, `ddp` or `fsdp` (FSDP2 `fully_shard`); `auto` is ddp under torchrun, single otherwise."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass: less memory, about a third more compute."""
+    compile: bool = False
+    """`torch.compile` each block (the first steps pay the compile time: ~30 s for the tiny preset on CPU)."""
 
 
 @dataclass
@@ -73,6 +93,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     batch: BatchSection = field(default_factory=BatchSection)
     run: RunSection = field(default_factory=RunSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -151,6 +172,8 @@ def validate(config: TrainConfig) -> None:
         ("run.checkpoint_every", config.run.checkpoint_every > 0, "must be > 0"),
         ("run.keep_last", config.run.keep_last > 0, "must be > 0"),
         ("run.precision", config.run.precision in ("fp32", "bf16"), "must be fp32 or bf16"),
+        ("run.device", config.run.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
+        ("parallel.engine", config.parallel.engine in ENGINES, f"must be one of {', '.join(ENGINES)}"),
     ]
     for key, ok, rule in checks:
         if not ok:

@@ -3,28 +3,26 @@
 One optimizer step consumes `global_tokens / seq_len` consecutive samples of the curriculum (a pure function of
 the sample index), split into micro batches whose gradients accumulate. The loss covers every token, as in
 Megatron without `--eod-mask-loss`; it is also reported per language from the samples' token tags.
-Under torchrun the model runs in DDP (CPU: gloo); FSDP2 is not wired in yet.
+The engine (one process, DDP or FSDP2 under torchrun) and the device come from `train.distributed`; checkpoints
+from `train.checkpointing`; the metrics files from `train.metrics`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import signal
 import sys
 import time
 from collections import defaultdict
-from contextlib import nullcontext
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
+from torch import nn
+from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
 from polylm.config import ModelConfig, preset
@@ -33,9 +31,10 @@ from polylm.data.shards import ShardSet
 from polylm.errors import PolyLMError
 from polylm.model import PolyLM, build_model, count_parameters
 from polylm.tokenizer import Tokenizer
+from polylm.train.checkpointing import list_checkpoints, load_checkpoint, read_trainer_state, save_checkpoint
 from polylm.train.config import OptimSection, TrainConfig
-
-CHECKPOINT_PREFIX = "step-"
+from polylm.train.distributed import World, join_world, parallelize, resolve_engine, sync_gradients
+from polylm.train.metrics import MetricsLog
 
 
 def learning_rate(step: int, optim: OptimSection, total_steps: int) -> float:
@@ -61,69 +60,13 @@ def optimizer_for(model: PolyLM, optim: OptimSection) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, fused=True)
 
 
-def _checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a checkpoint only gets its final name once fully written)."""
-    folder = run_dir / "checkpoints"
-    return sorted(folder.glob(f"{CHECKPOINT_PREFIX}*")) if folder.is_dir() else []
-
-
-def _save_checkpoint(run_dir: Path, state: dict, config: TrainConfig, keep_last: int) -> Path:
-    folder = run_dir / "checkpoints"
-    final = folder / f"{CHECKPOINT_PREFIX}{state['step']:08d}"
-    temporary = folder / f".{final.name}.tmp-{os.getpid()}"
-    temporary.mkdir(parents=True, exist_ok=True)
-    torch.save(state, temporary / "trainer.pt")
-    (temporary / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    for path in temporary.iterdir():
-        with path.open("rb") as handle:
-            os.fsync(handle.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    temporary.rename(final)  # atomic: a killed save leaves only a dot-directory that is never picked
-    for old in _checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old)
-    return final
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise PolyLMError(f"{path}: not a training checkpoint (no trainer.pt)") from None
-
-
-def _micro_batches(samples: list, micro_batch: int) -> list[tuple[torch.Tensor, list[list[str]]]]:
+def _micro_batches(samples: list, micro_batch: int, device: torch.device) -> list[tuple[torch.Tensor, list[list[str]]]]:
     out = []
     for start in range(0, len(samples), micro_batch):
         chunk = samples[start : start + micro_batch]
-        out.append((torch.from_numpy(np.stack([s.tokens for s in chunk])), [s.languages for s in chunk]))
+        tokens = torch.from_numpy(np.stack([s.tokens for s in chunk])).to(device, non_blocking=True)
+        out.append((tokens, [s.languages for s in chunk]))
     return out
-
-
-@dataclass
-class World:
-    """This process's place under torchrun (rank 0 of 1 without it)."""
-
-    rank: int = 0
-    size: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.size > 1:
-            dist.barrier()
-
-
-def join_world() -> World:
-    """Join torchrun's process group (gloo on CPU) when WORLD_SIZE > 1."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size == 1:
-        return World()
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return World(dist.get_rank(), dist.get_world_size())
 
 
 def _merge_languages(world: World, sums: dict[str, float], counts: dict[str, int]) -> tuple[dict, dict]:
@@ -140,19 +83,21 @@ def _merge_languages(world: World, sums: dict[str, float], counts: dict[str, int
     return total_sums, total_counts
 
 
-def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of every position, (batch, length), computed in fp32 over a contiguous (tokens, vocab) view
-    (cross_entropy over a transposed (batch, vocab, length) tensor takes a much slower path)."""
-    flat = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
-    return flat.view(targets.shape)
-
-
 @torch.no_grad()
-def evaluate(model: PolyLM, data_dir: Path, seq_len: int, max_tokens: int, micro_batch: int) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    data_dir: Path,
+    seq_len: int,
+    max_tokens: int,
+    micro_batch: int,
+    precision: AbstractContextManager,
+    device: torch.device,
+) -> dict[str, float]:
     """Mean next-token loss per language on the held-out shards (`validation_fraction` of `polylm data prepare`).
 
     Each language's held-out documents are packed like training samples (windows of seq_len + 1 tokens,
     stride seq_len) up to `max_tokens` per source; every source's windows count alike within its language.
+    Under torchrun every rank runs it (FSDP's forward is collective); all get the same numbers.
     """
     summary = json.loads((data_dir / "data.json").read_text(encoding="utf-8"))
     sums: dict[str, float] = defaultdict(float)
@@ -164,9 +109,10 @@ def evaluate(model: PolyLM, data_dir: Path, seq_len: int, max_tokens: int, micro
         stream = np.concatenate([shards.document(i) for i in range(shards.num_documents)])[: max_tokens + 1]
         windows = [stream[i : i + seq_len + 1] for i in range(0, len(stream) - seq_len, seq_len)]
         for start in range(0, len(windows), micro_batch):
-            tokens = torch.from_numpy(np.stack(windows[start : start + micro_batch]).astype(np.int64))
-            losses = token_losses(model(tokens[:, :-1]), tokens[:, 1:]).sum()
-            sums[source["lang"]] += float(losses)
+            tokens = torch.from_numpy(np.stack(windows[start : start + micro_batch]).astype(np.int64)).to(device)
+            with precision:
+                _, losses = model(tokens[:, :-1], targets=tokens[:, 1:])
+            sums[source["lang"]] += float(losses.double().sum())
             counts[source["lang"]] += tokens[:, 1:].numel()
     model.train(was_training)
     return {lang: sums[lang] / counts[lang] for lang in sorted(counts)}
@@ -192,7 +138,7 @@ class StopRequest:
         """True when any rank was asked to stop (all ranks must stop at the same step)."""
         if world.size == 1:
             return self.requested
-        flag = torch.tensor([int(self.requested)])
+        flag = torch.tensor([int(self.requested)], device=world.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag)
 
@@ -201,78 +147,97 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict:
-    """Train until `run.max_steps`; returns the last step's metrics. `resume="auto"` continues the latest checkpoint.
-
-    Under `torchrun --nproc_per_node=N` the model is wrapped in DDP and each rank takes its contiguous share of
-    every global batch; the step is the same as one process accumulating the whole batch.
-    """
-    world = join_world()
-    data_dir = Path(config.data)
-    sampler = open_sampler(data_dir)
-    tokenizer = Tokenizer.from_dir(data_dir / "tokenizer")
-    seq_len = sampler.config.seq_len
+def _check_batch(config: TrainConfig, seq_len: int, num_samples: int, world: World, data_dir: Path) -> int:
+    """Samples per optimizer step, after checking that the batch splits evenly and the data is long enough."""
     samples_per_step, remainder = divmod(config.batch.global_tokens, seq_len)
     if remainder or samples_per_step % (config.batch.micro_batch * world.size):
         raise PolyLMError(
             f"train config: batch.global_tokens {config.batch.global_tokens} must be a multiple of seq_len {seq_len} "
             f"× batch.micro_batch {config.batch.micro_batch} × world size {world.size}"
         )
-    available = sampler.num_samples // samples_per_step
+    available = num_samples // samples_per_step
     if config.run.max_steps > available:
-        needed = config.run.max_steps * samples_per_step
         raise PolyLMError(
-            f"train config: run.max_steps {config.run.max_steps} needs {needed} samples; "
-            f"the curriculum in {data_dir} has {sampler.num_samples} ({available} steps)"
+            f"train config: run.max_steps {config.run.max_steps} needs {config.run.max_steps * samples_per_step} "
+            f"samples; the curriculum in {data_dir} has {num_samples} ({available} steps)"
         )
+    return samples_per_step
+
+
+def _check_world_size(checkpoint: Path, trainer_state: dict, config: TrainConfig, world: World) -> None:
+    written_by = trainer_state["world_size"]
+    if written_by != world.size and not config.run.allow_world_size_change:
+        raise PolyLMError(
+            f"{checkpoint}: written by {written_by} rank(s), this run has {world.size}. The data order and the "
+            "global batch do not depend on the world size, so the run can go on; per-step losses may then differ "
+            "in the last bits. Pass run.allow_world_size_change=true to resume anyway."
+        )
+
+
+def _grad_norm(model: nn.Module, max_norm: float) -> float:
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+
+
+def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict:
+    """Train until `run.max_steps`; returns the last step's metrics. `resume="auto"` continues the latest checkpoint.
+
+    Under `torchrun --nproc_per_node=N` each rank takes its contiguous share of every global batch and the engine
+    (DDP, or FSDP2 with `parallel.engine=fsdp`) averages the gradients: the step is the same as one process
+    accumulating the whole batch.
+    """
+    world = join_world(config.run.device)
+    engine = resolve_engine(config.parallel.engine, world)
+    data_dir = Path(config.data)
+    sampler = open_sampler(data_dir)
+    tokenizer = Tokenizer.from_dir(data_dir / "tokenizer")
+    seq_len = sampler.config.seq_len
+    samples_per_step = _check_batch(config, seq_len, sampler.num_samples, world, data_dir)
     model_config = preset(config.model.preset).replace(
         **config.model.overrides, vocab_size=tokenizer.vocab_size, dtype="float32"
     )
     if model_config.max_position_embeddings < seq_len:
         raise PolyLMError(f"model context {model_config.max_position_embeddings} is shorter than seq_len {seq_len}")
+    checkpoints = list_checkpoints(run_dir) if resume == "auto" else []
+    trainer_state = read_trainer_state(checkpoints[-1]) if checkpoints else None
+    if trainer_state is not None:
+        _check_world_size(checkpoints[-1], trainer_state, config, world)
+
     torch.manual_seed(config.run.seed)
-    model = build_model(model_config, seed=config.run.seed)
+    model = build_model(model_config, seed=config.run.seed, device=world.device)
+    network = parallelize(model, engine, config.parallel, config.run.precision, world)
     optimizer = optimizer_for(model, config.optim)
     step, tokens_seen = 0, 0
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = run_dir / "metrics.jsonl"
-    checkpoints = _checkpoints(run_dir) if resume == "auto" else []
-    if checkpoints:
-        state = load_checkpoint(checkpoints[-1])
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-        step, tokens_seen = state["step"], state["tokens_seen"]
+    if trainer_state is not None:
+        load_checkpoint(checkpoints[-1], model, optimizer)
+        sampler.load_state_dict(trainer_state["sampler"])
+        torch.set_rng_state(trainer_state["torch_rng"])
+        if world.device.type == "cuda" and trainer_state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(trainer_state["cuda_rng"])
+        step, tokens_seen = trainer_state["step"], trainer_state["tokens_seen"]
     world.barrier()  # every rank has read the checkpoint list before rank 0 writes anything
-    validation_path = run_dir / "validation.jsonl"
+    log = None
     if world.main:
-        for path in (metrics_path, validation_path):
-            # On resume, lines logged after the checkpoint are dropped: they will be computed again.
-            kept = path.read_text().splitlines() if checkpoints and path.exists() else []
-            kept = [line for line in kept if json.loads(line)["step"] <= step]
-            path.write_text("".join(line + "\n" for line in kept))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(run_dir, step if trainer_state is not None else None, config.run.tensorboard)
         (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         tokenizer.save(run_dir / "tokenizer")
 
+    # Under FSDP bf16 comes from its MixedPrecisionPolicy; elsewhere from autocast over fp32 weights.
+    autocast = torch.autocast(
+        world.device.type, dtype=torch.bfloat16, enabled=config.run.precision == "bf16" and engine != "fsdp"
+    )
+
     def validate_now() -> None:
-        if not world.main:
-            return
-        losses = evaluate(model, data_dir, seq_len, config.run.eval_tokens, config.batch.micro_batch)
-        if losses:
-            record = {
-                "step": step,
-                "loss_by_lang": losses,
-                "perplexity_by_lang": {k: math.exp(v) for k, v in losses.items()},
-            }
-            with validation_path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+        losses = evaluate(
+            model, data_dir, seq_len, config.run.eval_tokens, config.batch.micro_batch, autocast, world.device
+        )
+        if losses and log is not None:
+            perplexity = {k: math.exp(v) for k, v in losses.items()}
+            log.validation({"step": step, "loss_by_lang": losses, "perplexity_by_lang": perplexity})
 
     if step == 0:
         validate_now()
-    network = DistributedDataParallel(model) if world.size > 1 else model
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.run.precision == "bf16")
     per_rank = samples_per_step // world.size
     batches = sampler.batches(samples_per_step)
     last: dict = {}
@@ -288,38 +253,36 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
             lr = learning_rate(step, config.optim, config.run.max_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum, lang_loss, lang_tokens = 0.0, defaultdict(float), defaultdict(int)
-            micro = _micro_batches(
-                samples[world.rank * per_rank : (world.rank + 1) * per_rank], config.batch.micro_batch
-            )
+            loss_sum = torch.zeros((), dtype=torch.float64, device=world.device)
+            lang_loss, lang_tokens = defaultdict(float), defaultdict(int)
+            mine = samples[world.rank * per_rank : (world.rank + 1) * per_rank]
+            micro = _micro_batches(mine, config.batch.micro_batch, world.device)
             for number, (tokens, languages) in enumerate(micro):
-                last_micro = number == len(micro) - 1
-                with network.no_sync() if world.size > 1 and not last_micro else nullcontext(), autocast:
-                    logits = network(tokens[:, :-1])
-                    losses = token_losses(logits, tokens[:, 1:])
-                    (losses.mean() / len(micro)).backward()
-                losses = losses.detach()
-                loss_sum += float(losses.mean()) / len(micro)
+                with sync_gradients(network, number == len(micro) - 1), autocast:
+                    mean, losses = network(tokens[:, :-1], targets=tokens[:, 1:])
+                    (mean / len(micro)).backward()
+                loss_sum += mean.detach().double() / len(micro)
                 names, index = np.unique([lang for row in languages for lang in row[1:]], return_inverse=True)
-                sums = torch.bincount(torch.from_numpy(index), weights=losses.flatten().double(), minlength=len(names))
+                sums = torch.bincount(
+                    torch.from_numpy(index), weights=losses.flatten().double().cpu(), minlength=len(names)
+                )
                 counts = np.bincount(index, minlength=len(names))
                 for lang, total, count in zip(names.tolist(), sums.tolist(), counts.tolist(), strict=True):
                     lang_loss[lang] += total
                     lang_tokens[lang] += count
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad_norm))
+            grad_norm = _grad_norm(model, config.optim.clip_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if world.size > 1:
-                total_loss = torch.tensor([loss_sum], dtype=torch.float64)
-                dist.all_reduce(total_loss)
-                loss_sum = float(total_loss) / world.size
+                dist.all_reduce(loss_sum)
+                loss_sum /= world.size
             lang_loss, lang_tokens = _merge_languages(world, lang_loss, lang_tokens)
             step_tokens = len(samples) * seq_len
             tokens_seen += step_tokens
             total = sum(lang_tokens.values())
             last = {
                 "step": step,
-                "loss": loss_sum,
+                "loss": float(loss_sum),
                 "loss_by_lang": {lang: lang_loss[lang] / lang_tokens[lang] for lang in sorted(lang_tokens)},
                 "lang_mix": {lang: lang_tokens[lang] / total for lang in sorted(lang_tokens)},
                 "stage": samples[0].stage,
@@ -329,33 +292,27 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
                 "tokens_per_s": step_tokens / (time.perf_counter() - started),
                 "world_size": world.size,
             }
-            last["mfu"] = (
-                last["tokens_per_s"] * step_flops / (config.run.peak_flops * world.size)
-                if config.run.peak_flops
-                else None
-            )
-            if world.main and (step % config.run.log_every == 0 or step == config.run.max_steps):
-                with metrics_path.open("a") as handle:
-                    handle.write(json.dumps(last) + "\n")
-            progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}")
+            peak = config.run.peak_flops
+            last["mfu"] = last["tokens_per_s"] * step_flops / (peak * world.size) if peak else None
+            if log is not None and (step % config.run.log_every == 0 or step == config.run.max_steps):
+                log.train(last)
+            progress.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{lr:.2e}")
             progress.update(1)
             if (config.run.eval_every and step % config.run.eval_every == 0) or step == config.run.max_steps:
                 validate_now()
             stopping = stop.agreed(world)
             if step % config.run.checkpoint_every == 0 or step == config.run.max_steps or stopping:
-                if world.main:
-                    state = {
-                        "model": model.state_dict(),
-                        "model_config": model_config.to_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "sampler": sampler.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
-                        "step": step,
-                        "tokens_seen": tokens_seen,
-                        "world_size": world.size,
-                    }
-                    _save_checkpoint(run_dir, state, config, config.run.keep_last)
-                world.barrier()
+                state = {
+                    "model_config": model_config.to_dict(),
+                    "sampler": sampler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state() if world.device.type == "cuda" else None,
+                    "step": step,
+                    "tokens_seen": tokens_seen,
+                    "world_size": world.size,
+                    "engine": engine,
+                }
+                save_checkpoint(run_dir, model, optimizer, state, config, world)
             if stopping:
                 if world.main:
                     progress.write(
@@ -364,15 +321,6 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
                     )
                 break
     stop.restore()
+    if log is not None:
+        log.close()
     return last
-
-
-def export_checkpoint(checkpoint: Path, out: Path) -> Path:
-    """Write a training checkpoint as the Hugging Face directory of issue A (weights, config, tokenizer)."""
-    from polylm.checkpoint import save_model
-
-    state = load_checkpoint(checkpoint)
-    model = PolyLM(ModelConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
-    tokenizer_dir = checkpoint.parent.parent / "tokenizer"
-    return save_model(model, out, tokenizer=Tokenizer.from_dir(tokenizer_dir))
