@@ -14,9 +14,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import EMBEDDED_CORPUS
+from conftest import EMBEDDED_CORPUS, REPO
 from polylm.checkpoint import load_model
 from polylm.cli import main
+from polylm.config import preset
 from polylm.errors import PolyLMError
 from polylm.train.checkpointing import list_checkpoints
 from polylm.train.config import OptimSection, load_train_config
@@ -105,7 +106,10 @@ def test_resume_is_bit_identical(tmp_path, data_dir):
     assert main(["pretrain", "--config", config, "--out", str(whole)]) == 0
     # Stopping at 8 stands for an interruption: the schedule is fixed by optim.decay_steps, not by max_steps.
     assert main(["pretrain", "--config", config, "--out", str(part), "--max-steps", "8"]) == 0
-    (part / "checkpoints" / ".step-00000012.tmp-1").mkdir()  # a save killed half-way is never picked
+    half_written = part / "checkpoints" / ".step-00000012.tmp" / "weights"  # a save killed half-way ...
+    half_written.mkdir(parents=True)
+    (half_written / "__0_0.distcp").write_bytes(b"truncated")
+    assert list_checkpoints(part)[-1].name == "step-00000008"  # ... is never picked
     assert main(["pretrain", "--config", config, "--out", str(part), "--resume", "auto"]) == 0
     assert _losses(part) == _losses(whole)
 
@@ -267,3 +271,11 @@ def test_sigterm_checkpoints_the_current_step_then_resume(tmp_path, data_dir):
     assert last_logged < 12 and list_checkpoints(stopped)[-1].name == f"step-{last_logged:08d}"
     assert main(["pretrain", "--config", config, "--out", str(stopped), "--resume", "auto"]) == 0
     assert _losses(stopped) == _losses(whole)
+
+
+@pytest.mark.parametrize(("name", "lr", "layers"), [("polylm-1.7b", 1.0e-4, 24), ("polylm-13b", 6.0e-5, 40)])
+def test_full_size_examples_follow_the_paper(name, lr, layers):
+    config = load_train_config(REPO / "examples" / "pretrain" / f"{name}.yaml")
+    assert (config.optim.lr, config.batch.global_tokens, config.run.precision) == (lr, 4 * 1024 * 1024, "bf16")
+    assert config.parallel.engine == "fsdp" and preset(config.model.preset).num_layers == layers
+    assert config.optim.betas == (0.9, 0.95) and config.optim.weight_decay == 1e-4
