@@ -151,7 +151,7 @@ def test_export_loads_in_transformers(tmp_path, data_dir):
     [
         (["optim.lr_max=1"], "override.optim: unknown key 'lr_max'"),
         (["batch.global_tokens=500"], "must be a multiple of seq_len 64"),
-        (["run.max_steps=10000"], "the curriculum in"),
+        (["run.max_steps=10000"], "the data in"),
         (["data=/nonexistent"], "/nonexistent/data.json: not found"),
         (["run.precision=fp16"], "run.precision must be fp32 or bf16"),
         (["parallel.engine=zero3"], "parallel.engine must be one of auto, single, ddp, fsdp"),

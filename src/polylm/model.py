@@ -150,6 +150,7 @@ class PolyLM(nn.Module):
         cache: KVCache | None = None,
         last_token_only: bool = False,
         targets: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits for `input_ids` (batch, length); with `targets`, the training loss instead.
 
@@ -160,8 +161,10 @@ class PolyLM(nn.Module):
         targets: (batch, length) next-token ids, -100 where not counted. Returns (mean loss over the counted
             tokens, per-token losses detached) from the fused output layer of `polylm.loss`, which never holds
             the whole logits. It goes through `forward` so that DDP's and FSDP's hooks see it.
+        segment_ids: (batch, length) for sequences packed with several examples: a position attends only to
+            earlier positions of its own segment (pass position_ids restarting at each segment too).
         """
-        hidden = self.hidden_states(input_ids, attention_mask, position_ids, cache, last_token_only)
+        hidden = self.hidden_states(input_ids, attention_mask, position_ids, cache, last_token_only, segment_ids)
         if targets is not None:
             return linear_cross_entropy(hidden, self.wte.weight, targets)
         return F.linear(hidden, self.wte.weight)
@@ -173,6 +176,7 @@ class PolyLM(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_token_only: bool = False,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The final LayerNorm's output, the input of the tied output layer; arguments as `forward`."""
         batch, length = input_ids.shape
@@ -184,7 +188,7 @@ class PolyLM(nn.Module):
             )
         if position_ids is None:
             position_ids = torch.arange(past, past + length, device=input_ids.device).unsqueeze(0)
-        mask = self._attention_mask(attention_mask, batch, length, past, input_ids.device)
+        mask = self._attention_mask(attention_mask, batch, length, past, input_ids.device, segment_ids)
 
         x = self.wte(input_ids) + self.wpe(position_ids)
         for layer, block in enumerate(self.h):
@@ -195,9 +199,20 @@ class PolyLM(nn.Module):
 
     @staticmethod
     def _attention_mask(
-        attention_mask: torch.Tensor | None, batch: int, length: int, past: int, device: torch.device
+        attention_mask: torch.Tensor | None,
+        batch: int,
+        length: int,
+        past: int,
+        device: torch.device,
+        segment_ids: torch.Tensor | None = None,
     ) -> Mask:
         """What each query may attend to, with the fused kernels' fast paths where there is no padding."""
+        if segment_ids is not None:
+            if attention_mask is not None or past:
+                raise ValueError("segment_ids are for packed training sequences: no attention_mask, no cache")
+            causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+            same = segment_ids[:, :, None] == segment_ids[:, None, :]
+            return Mask((causal & same)[:, None], is_causal=False)
         if attention_mask is None and past == 0:
             return Mask(None, is_causal=True)  # a fresh unpadded sequence
         if attention_mask is None and length == 1:

@@ -26,6 +26,8 @@ class ModelSection:
     preset: str = "tiny"
     overrides: dict = field(default_factory=dict)
     """ModelConfig fields to change on the preset (vocab_size always follows the data's tokenizer)."""
+    path: str | None = None
+    """Start from the weights of this Hugging Face model directory (instruction tuning) instead of the preset."""
 
 
 @dataclass
@@ -86,6 +88,31 @@ class ParallelSection:
 
 
 @dataclass
+class LoraSection:
+    """Low-rank adapters through `peft` (instruction tuning); the base weights stay frozen."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["c_attn"])
+    """Module names to adapt; `c_attn` (the fused QKV projection) is what the community PolyLM fine-tunes use."""
+
+
+@dataclass
+class SftSection:
+    """How instruction data becomes training sequences (`polylm finetune`)."""
+
+    template: str = "multialpaca"
+    """`multialpaca` or `chat` (polylm.templates), the same the model is then chatted with."""
+    seq_len: int = 512
+    packing: bool = True
+    """Pack several conversations per sequence (attention and positions restart at each), or pad one per sequence."""
+    epochs: int = 1
+    """Passes over the training conversations that the sample order provides; run.max_steps may stop earlier."""
+
+
+@dataclass
 class TrainConfig:
     data: str = ""
     """A directory written by `polylm data prepare` (shards, tokenizer, curriculum)."""
@@ -94,6 +121,8 @@ class TrainConfig:
     batch: BatchSection = field(default_factory=BatchSection)
     run: RunSection = field(default_factory=RunSection)
     parallel: ParallelSection = field(default_factory=ParallelSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    sft: SftSection = field(default_factory=SftSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -174,6 +203,10 @@ def validate(config: TrainConfig) -> None:
         ("run.precision", config.run.precision in ("fp32", "bf16"), "must be fp32 or bf16"),
         ("run.device", config.run.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
         ("parallel.engine", config.parallel.engine in ENGINES, f"must be one of {', '.join(ENGINES)}"),
+        ("lora.r", config.lora.r > 0, "must be > 0"),
+        ("sft.template", config.sft.template in ("multialpaca", "chat", "plain"), "must be multialpaca, chat or plain"),
+        ("sft.seq_len", config.sft.seq_len > 0, "must be > 0"),
+        ("sft.epochs", config.sft.epochs > 0, "must be > 0"),
     ]
     for key, ok, rule in checks:
         if not ok:

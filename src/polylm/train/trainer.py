@@ -9,6 +9,7 @@ from `train.checkpointing`; the metrics files from `train.metrics`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -18,7 +19,6 @@ from collections import defaultdict
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -26,14 +26,15 @@ from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
 from polylm.config import ModelConfig, preset
-from polylm.data.prepare import open_sampler
-from polylm.data.shards import ShardSet
 from polylm.errors import PolyLMError
+from polylm.loss import IGNORE_INDEX
 from polylm.model import PolyLM, build_model, count_parameters
 from polylm.tokenizer import Tokenizer
 from polylm.train.checkpointing import list_checkpoints, load_checkpoint, read_trainer_state, save_checkpoint
 from polylm.train.config import OptimSection, TrainConfig
+from polylm.train.data import MicroBatch, PretrainingData, TrainingData, language_sums
 from polylm.train.distributed import World, join_world, parallelize, resolve_engine, sync_gradients
+from polylm.train.lora import add_lora
 from polylm.train.metrics import MetricsLog
 
 
@@ -60,15 +61,6 @@ def optimizer_for(model: PolyLM, optim: OptimSection) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, fused=True)
 
 
-def _micro_batches(samples: list, micro_batch: int, device: torch.device) -> list[tuple[torch.Tensor, list[list[str]]]]:
-    out = []
-    for start in range(0, len(samples), micro_batch):
-        chunk = samples[start : start + micro_batch]
-        tokens = torch.from_numpy(np.stack([s.tokens for s in chunk])).to(device, non_blocking=True)
-        out.append((tokens, [s.languages for s in chunk]))
-    return out
-
-
 def _merge_languages(world: World, sums: dict[str, float], counts: dict[str, int]) -> tuple[dict, dict]:
     """Per-language loss sums and token counts over all ranks."""
     if world.size == 1:
@@ -83,39 +75,37 @@ def _merge_languages(world: World, sums: dict[str, float], counts: dict[str, int
     return total_sums, total_counts
 
 
+def _loss(model: nn.Module, batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean over the counted tokens, per-token losses) of one micro batch already on the model's device."""
+    return model(batch.inputs, targets=batch.targets, position_ids=batch.position_ids, segment_ids=batch.segment_ids)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    data_dir: Path,
-    seq_len: int,
+    data: TrainingData,
     max_tokens: int,
     micro_batch: int,
     precision: AbstractContextManager,
     device: torch.device,
 ) -> dict[str, float]:
-    """Mean next-token loss per language on the held-out shards (`validation_fraction` of `polylm data prepare`).
+    """Mean loss per language over the counted tokens of the data's validation batches.
 
-    Each language's held-out documents are packed like training samples (windows of seq_len + 1 tokens,
-    stride seq_len) up to `max_tokens` per source; every source's windows count alike within its language.
     Under torchrun every rank runs it (FSDP's forward is collective); all get the same numbers.
     """
-    summary = json.loads((data_dir / "data.json").read_text(encoding="utf-8"))
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     was_training = model.training
     model.eval()
-    for source in summary.get("validation", []):
-        shards = ShardSet(data_dir / "validation" / source["name"])
-        stream = np.concatenate([shards.document(i) for i in range(shards.num_documents)])[: max_tokens + 1]
-        windows = [stream[i : i + seq_len + 1] for i in range(0, len(stream) - seq_len, seq_len)]
-        for start in range(0, len(windows), micro_batch):
-            tokens = torch.from_numpy(np.stack(windows[start : start + micro_batch]).astype(np.int64)).to(device)
-            with precision:
-                _, losses = model(tokens[:, :-1], targets=tokens[:, 1:])
-            sums[source["lang"]] += float(losses.double().sum())
-            counts[source["lang"]] += tokens[:, 1:].numel()
+    for batch in data.validation(max_tokens, micro_batch):
+        on_device = batch.to(device)
+        with precision:
+            _, losses = _loss(model, on_device)
+        for lang, (total, count) in language_sums(batch, losses).items():
+            sums[lang] += total
+            counts[lang] += count
     model.train(was_training)
-    return {lang: sums[lang] / counts[lang] for lang in sorted(counts)}
+    return {lang: sums[lang] / counts[lang] for lang in sorted(counts) if counts[lang]}
 
 
 def flops_per_token(config: ModelConfig, seq_len: int) -> float:
@@ -159,7 +149,7 @@ def _check_batch(config: TrainConfig, seq_len: int, num_samples: int, world: Wor
     if config.run.max_steps > available:
         raise PolyLMError(
             f"train config: run.max_steps {config.run.max_steps} needs {config.run.max_steps * samples_per_step} "
-            f"samples; the curriculum in {data_dir} has {num_samples} ({available} steps)"
+            f"samples; the data in {data_dir} has {num_samples} ({available} steps)"
         )
     return samples_per_step
 
@@ -179,38 +169,58 @@ def _grad_norm(model: nn.Module, max_norm: float) -> float:
     return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
 
-def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict:
+def _build_model(config: TrainConfig, tokenizer: Tokenizer, seq_len: int, world: World) -> tuple[PolyLM, ModelConfig]:
+    """A fresh model of the preset (pretraining) or the weights of `model.path` (instruction tuning), in fp32."""
+    if config.model.path:
+        from polylm.checkpoint import load_model
+
+        model = load_model(config.model.path, dtype=torch.float32, device=world.device)
+        model_config = model.config
+        if model_config.vocab_size != tokenizer.vocab_size:
+            raise PolyLMError(
+                f"{config.model.path}: vocab_size {model_config.vocab_size} but the data's tokenizer has "
+                f"{tokenizer.vocab_size} pieces; prepare the data with the model's tokenizer"
+            )
+    else:
+        model_config = preset(config.model.preset).replace(
+            **config.model.overrides, vocab_size=tokenizer.vocab_size, dtype="float32"
+        )
+        model = None
+    if model_config.max_position_embeddings < seq_len:
+        raise PolyLMError(f"model context {model_config.max_position_embeddings} is shorter than seq_len {seq_len}")
+    if model is None:
+        model = build_model(model_config, seed=config.run.seed, device=world.device)
+    return model, model_config
+
+
+def train(config: TrainConfig, run_dir: Path, resume: str | None = None, data: TrainingData | None = None) -> dict:
     """Train until `run.max_steps`; returns the last step's metrics. `resume="auto"` continues the latest checkpoint.
 
+    `data` defaults to the pretraining curriculum of `config.data`; instruction tuning passes its own.
     Under `torchrun --nproc_per_node=N` each rank takes its contiguous share of every global batch and the engine
     (DDP, or FSDP2 with `parallel.engine=fsdp`) averages the gradients: the step is the same as one process
-    accumulating the whole batch.
+    accumulating the whole batch. Micro batches are weighted by their counted tokens, so the step's loss is the
+    mean over every counted token of the global batch.
     """
     world = join_world(config.run.device)
     engine = resolve_engine(config.parallel.engine, world)
-    data_dir = Path(config.data)
-    sampler = open_sampler(data_dir)
-    tokenizer = Tokenizer.from_dir(data_dir / "tokenizer")
-    seq_len = sampler.config.seq_len
-    samples_per_step = _check_batch(config, seq_len, sampler.num_samples, world, data_dir)
-    model_config = preset(config.model.preset).replace(
-        **config.model.overrides, vocab_size=tokenizer.vocab_size, dtype="float32"
-    )
-    if model_config.max_position_embeddings < seq_len:
-        raise PolyLMError(f"model context {model_config.max_position_embeddings} is shorter than seq_len {seq_len}")
+    data = data if data is not None else PretrainingData(Path(config.data))
+    samples_per_step = _check_batch(config, data.seq_len, data.num_samples, world, Path(config.data))
     checkpoints = list_checkpoints(run_dir) if resume == "auto" else []
     trainer_state = read_trainer_state(checkpoints[-1]) if checkpoints else None
     if trainer_state is not None:
         _check_world_size(checkpoints[-1], trainer_state, config, world)
 
     torch.manual_seed(config.run.seed)
-    model = build_model(model_config, seed=config.run.seed, device=world.device)
+    model, model_config = _build_model(config, data.tokenizer, data.seq_len, world)
+    if config.lora.enabled:
+        model = add_lora(model, config.lora)
     network = parallelize(model, engine, config.parallel, config.run.precision, world)
     optimizer = optimizer_for(model, config.optim)
     step, tokens_seen = 0, 0
     if trainer_state is not None:
         load_checkpoint(checkpoints[-1], model, optimizer)
-        sampler.load_state_dict(trainer_state["sampler"])
+        data.load_state_dict(trainer_state["sampler"])
         torch.set_rng_state(trainer_state["torch_rng"])
         if world.device.type == "cuda" and trainer_state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(trainer_state["cuda_rng"])
@@ -221,29 +231,30 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
         run_dir.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(run_dir, step if trainer_state is not None else None, config.run.tensorboard)
         (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        tokenizer.save(run_dir / "tokenizer")
+        data.tokenizer.save(run_dir / "tokenizer")
 
     # Under FSDP bf16 comes from its MixedPrecisionPolicy; elsewhere from autocast over fp32 weights.
     autocast = torch.autocast(
         world.device.type, dtype=torch.bfloat16, enabled=config.run.precision == "bf16" and engine != "fsdp"
     )
 
-    def validate_now() -> None:
-        losses = evaluate(
-            model, data_dir, seq_len, config.run.eval_tokens, config.batch.micro_batch, autocast, world.device
-        )
-        if losses and log is not None:
+    def validate_now() -> dict:
+        losses = evaluate(model, data, config.run.eval_tokens, config.batch.micro_batch, autocast, world.device)
+        if not losses:
+            return {}
+        if log is not None:
             perplexity = {k: math.exp(v) for k, v in losses.items()}
             log.validation({"step": step, "loss_by_lang": losses, "perplexity_by_lang": perplexity})
+        return {f"val_{data.metric}_by_lang": losses}
 
     if step == 0:
         validate_now()
     per_rank = samples_per_step // world.size
-    batches = sampler.batches(samples_per_step)
+    batches = data.batches(samples_per_step)
     last: dict = {}
     model.train()
-    progress = tqdm(total=config.run.max_steps, initial=step, desc="pretraining", unit="step", disable=not world.main)
-    step_flops = flops_per_token(model_config, seq_len)
+    progress = tqdm(total=config.run.max_steps, initial=step, desc="training", unit="step", disable=not world.main)
+    step_flops = flops_per_token(model_config, data.seq_len)
     stop = StopRequest()
     with progress:
         while step < config.run.max_steps:
@@ -253,21 +264,25 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
             lr = learning_rate(step, config.optim, config.run.max_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            mine = samples[world.rank * per_rank : (world.rank + 1) * per_rank]
+            micro = [
+                data.collate(mine[i : i + config.batch.micro_batch])
+                for i in range(0, per_rank, config.batch.micro_batch)
+            ]
+            counted = torch.tensor([int((m.targets != IGNORE_INDEX).sum()) for m in micro], dtype=torch.float64)
+            step_counted = counted.sum().to(world.device)
+            if world.size > 1:
+                dist.all_reduce(step_counted)
+            weights = (counted * world.size / step_counted.cpu().clamp(min=1)).tolist()
             loss_sum = torch.zeros((), dtype=torch.float64, device=world.device)
             lang_loss, lang_tokens = defaultdict(float), defaultdict(int)
-            mine = samples[world.rank * per_rank : (world.rank + 1) * per_rank]
-            micro = _micro_batches(mine, config.batch.micro_batch, world.device)
-            for number, (tokens, languages) in enumerate(micro):
+            for number, batch in enumerate(micro):
+                on_device = batch.to(world.device)
                 with sync_gradients(network, number == len(micro) - 1), autocast:
-                    mean, losses = network(tokens[:, :-1], targets=tokens[:, 1:])
-                    (mean / len(micro)).backward()
-                loss_sum += mean.detach().double() / len(micro)
-                names, index = np.unique([lang for row in languages for lang in row[1:]], return_inverse=True)
-                sums = torch.bincount(
-                    torch.from_numpy(index), weights=losses.flatten().double().cpu(), minlength=len(names)
-                )
-                counts = np.bincount(index, minlength=len(names))
-                for lang, total, count in zip(names.tolist(), sums.tolist(), counts.tolist(), strict=True):
+                    mean, losses = _loss(network, on_device)
+                    (mean * weights[number]).backward()
+                loss_sum += mean.detach().double() * weights[number]
+                for lang, (total, count) in language_sums(batch, losses).items():
                     lang_loss[lang] += total
                     lang_tokens[lang] += count
             grad_norm = _grad_norm(model, config.optim.clip_grad_norm)
@@ -275,9 +290,9 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
             optimizer.zero_grad(set_to_none=True)
             if world.size > 1:
                 dist.all_reduce(loss_sum)
-                loss_sum /= world.size
+            loss_sum /= world.size
             lang_loss, lang_tokens = _merge_languages(world, lang_loss, lang_tokens)
-            step_tokens = len(samples) * seq_len
+            step_tokens = len(samples) * data.seq_len
             tokens_seen += step_tokens
             total = sum(lang_tokens.values())
             last = {
@@ -285,26 +300,32 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None) -> dict
                 "loss": float(loss_sum),
                 "loss_by_lang": {lang: lang_loss[lang] / lang_tokens[lang] for lang in sorted(lang_tokens)},
                 "lang_mix": {lang: lang_tokens[lang] / total for lang in sorted(lang_tokens)},
-                "stage": samples[0].stage,
+                "stage": getattr(samples[0], "stage", 0),
                 "lr": lr,
                 "grad_norm": grad_norm,
                 "tokens_seen": tokens_seen,
+                "counted_tokens": int(step_counted),
                 "tokens_per_s": step_tokens / (time.perf_counter() - started),
                 "world_size": world.size,
             }
             peak = config.run.peak_flops
             last["mfu"] = last["tokens_per_s"] * step_flops / (peak * world.size) if peak else None
+            if (config.run.eval_every and step % config.run.eval_every == 0) or step == config.run.max_steps:
+                validation = validate_now()
+                if validation:
+                    by_lang = validation[f"val_{data.metric}_by_lang"]
+                    last[f"val_{data.metric}"] = sum(by_lang.values()) / len(by_lang)
+                    last.update(validation)
             if log is not None and (step % config.run.log_every == 0 or step == config.run.max_steps):
                 log.train(last)
             progress.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{lr:.2e}")
             progress.update(1)
-            if (config.run.eval_every and step % config.run.eval_every == 0) or step == config.run.max_steps:
-                validate_now()
             stopping = stop.agreed(world)
             if step % config.run.checkpoint_every == 0 or step == config.run.max_steps or stopping:
                 state = {
                     "model_config": model_config.to_dict(),
-                    "sampler": sampler.state_dict(),
+                    "lora": dataclasses.asdict(config.lora) if config.lora.enabled else None,
+                    "sampler": data.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state() if world.device.type == "cuda" else None,
                     "step": step,

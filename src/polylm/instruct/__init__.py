@@ -1,0 +1,1 @@
+"""Instruction data and tuning: public instruction sets as conversations, the mixture, SFT examples."""
