@@ -4,20 +4,51 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from polylm.train.config import TrainConfig
 
 
-def _pretrain(args: argparse.Namespace) -> None:
+def _config(args: argparse.Namespace) -> TrainConfig:
     from polylm.train.config import load_train_config, validate
-    from polylm.train.trainer import train
 
     config = load_train_config(Path(args.config) if args.config else None, args.overrides)
     for flag, key in (("max_steps", "max_steps"), ("checkpoint_every", "checkpoint_every")):
         if getattr(args, flag) is not None:
             setattr(config.run, key, getattr(args, flag))
     validate(config)
-    last = train(config, Path(args.out), resume=args.resume)
+    return config
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from polylm.train.trainer import train
+
+    last = train(_config(args), Path(args.out), resume=args.resume)
     print(json.dumps({"run": args.out, **{k: last[k] for k in ("step", "loss", "tokens_seen")}}))
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from polylm.errors import PolyLMError
+    from polylm.instruct.sft import InstructionData
+    from polylm.tokenizer import Tokenizer
+    from polylm.train.trainer import train
+
+    config = _config(args)
+    if not config.model.path:
+        raise PolyLMError("finetune config: model.path must name the model directory to start from")
+    data = InstructionData(Path(config.data), Tokenizer.from_dir(config.model.path), config.sft, config.run.seed)
+    run = Path(args.out)
+    run.mkdir(parents=True, exist_ok=True)
+    summary = {"sequences": len(data.train), "held_out_conversations": len(data.held_out), "dropped": data.dropped}
+    (run / "sft_data.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for reason, count in data.dropped.items():
+        print(f"polylm: warning: {count} conversation(s) left out: {reason} (see {run / 'sft_data.json'})",
+              file=sys.stderr)  # fmt: skip
+    last = train(config, run, resume=args.resume, data=data)
+    print(json.dumps({"run": args.out, **{k: last.get(k) for k in ("step", "loss", "val_response_loss")}}))
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -33,6 +64,15 @@ def _plot(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _run_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    parser.add_argument("--config", help=config_help)
+    parser.add_argument("overrides", nargs="*", metavar="dotted.key=value")
+    parser.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoints/, tokenizer/")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps (run.max_steps)")
+    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (run.checkpoint_every)")
+    parser.add_argument("--resume", choices=["auto"], help="continue from the latest complete checkpoint")
+
+
 def register(verbs: argparse._SubParsersAction) -> None:
     pretrain = verbs.add_parser(
         "pretrain",
@@ -42,13 +82,19 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "e.g. optim.lr=6e-5 batch.global_tokens=1048576 parallel.engine=fsdp parallel.compile=true. "
         "Under `torchrun --nproc_per_node=N -m polylm.cli pretrain ...` the ranks split every global batch.",
     )
-    pretrain.add_argument("--config", help="YAML train config (preset: tiny | polylm-1.7b | polylm-13b, data: DIR)")
-    pretrain.add_argument("overrides", nargs="*", metavar="dotted.key=value")
-    pretrain.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoints/, tokenizer/")
-    pretrain.add_argument("--max-steps", type=int, help="optimizer steps (run.max_steps)")
-    pretrain.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (run.checkpoint_every)")
-    pretrain.add_argument("--resume", choices=["auto"], help="continue from the latest complete checkpoint")
+    _run_arguments(pretrain, "YAML train config (preset: tiny | polylm-1.7b | polylm-13b, data: DIR)")
     pretrain.set_defaults(run=_pretrain)
+
+    finetune = verbs.add_parser(
+        "finetune",
+        help="instruction-tune a model on `polylm instruct prepare` data (response-only loss, packing, LoRA)",
+        description="Tune the model of model.path on the conversations of DIR (written by `polylm instruct "
+        "prepare`) with the pretraining trainer: same engines, checkpoints, resume and metrics. The loss counts "
+        "response tokens and their </s> only; sft.template (multialpaca | chat) is the one to chat with after. "
+        "See examples/finetune/multialpaca-tiny.yaml and docs/finetune.md.",
+    )
+    _run_arguments(finetune, "YAML finetune config (model.path, data, sft, lora, optim, batch, run)")
+    finetune.set_defaults(run=_finetune)
 
     export = verbs.add_parser(
         "export",

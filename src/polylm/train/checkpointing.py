@@ -111,14 +111,22 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     """Write a training checkpoint as the Hugging Face directory of issue A (weights, config, tokenizer).
 
     Runs in one process whatever engine wrote the checkpoint: DCP gathers FSDP shards into whole tensors.
+    LoRA adapters are merged into the weights they adapt.
     """
     from polylm.checkpoint import save_model
 
     trainer_state = read_trainer_state(checkpoint)
-    model = PolyLM(ModelConfig(**trainer_state["model_config"]))
+    model: nn.Module = PolyLM(ModelConfig(**trainer_state["model_config"]))
+    if trainer_state.get("lora"):
+        from polylm.train.config import LoraSection
+        from polylm.train.lora import add_lora, merge_lora
+
+        model = add_lora(model, LoraSection(**trainer_state["lora"]))
     weights = {"model": model.state_dict()}
     with _quiet_single_process():
         dcp.load(weights, checkpoint_id=checkpoint / "weights", no_dist=True)
     model.load_state_dict(weights["model"])
+    if trainer_state.get("lora"):
+        model = merge_lora(model)
     tokenizer_dir = checkpoint.parent.parent / "tokenizer"
     return save_model(model, out, tokenizer=Tokenizer.from_dir(tokenizer_dir))

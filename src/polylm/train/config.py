@@ -168,7 +168,8 @@ def _dotted(overrides: list[str]) -> dict:
 
 
 def load_train_config(path: Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """Preset (the file's `preset:` key) < file < overrides. Relative `data` is relative to the file."""
+    """Preset (the file's `preset:` key) < file < overrides. Relative `data` and `model.path` are relative to
+    the file."""
     raw: dict = {}
     if path is not None:
         raw = read_yaml(path) or {}
@@ -184,6 +185,8 @@ def load_train_config(path: Path | None, overrides: list[str] = ()) -> TrainConf
     _merge(config, raw, where)
     if path is not None and config.data and not Path(config.data).is_absolute():
         config.data = str((path.parent / config.data).resolve())
+    if path is not None and config.model.path and not Path(config.model.path).is_absolute():
+        config.model.path = str((path.parent / config.model.path).resolve())
     _merge(config, _dotted(list(overrides)), "override")
     validate(config)
     return config
