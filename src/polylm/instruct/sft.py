@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from polylm.errors import PolyLMError
+from polylm.instruct.prepare import read_split
 from polylm.instruct.records import Conversation, problem
 from polylm.loss import IGNORE_INDEX
 from polylm.templates import Turn, render_prompt
@@ -126,23 +127,6 @@ def pack(examples: Sequence[Example], length: int, packing: bool, pad_id: int) -
     return out
 
 
-def read_conversations(path: Path) -> list[Conversation]:
-    """A JSONL file of conversation records (`polylm instruct prepare` output)."""
-    if not path.is_file():
-        raise PolyLMError(f"{path}: not found; write it with `polylm instruct prepare`")
-    out = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                conversation = Conversation.from_dict(json.loads(line))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise PolyLMError(f"{path}:{number}: not a conversation record ({exc})") from None
-            if (reason := problem(conversation)) is not None:
-                raise PolyLMError(f"{path}:{number}: {reason}")
-            out.append(conversation)
-    return out
-
-
 class InstructionData:
     """Training sequences from a `polylm instruct prepare` directory, for the trainer (`TrainingData`).
 
@@ -157,10 +141,10 @@ class InstructionData:
         self.tokenizer, self.sft, self.seed = tokenizer, sft, seed
         self.seq_len = sft.seq_len
         self.dropped: Counter[str] = Counter()
-        examples = self._examples(read_conversations(data_dir / "train.jsonl"), "train")
+        examples = self._examples(read_split(data_dir, "train"), "train")
         self.train = pack(examples, self.seq_len + 1, sft.packing, tokenizer.eos_id)
         validation = data_dir / "validation.jsonl"
-        self.held_out = self._examples(read_conversations(validation), "validation") if validation.is_file() else []
+        self.held_out = self._examples(read_split(data_dir, "validation"), "validation") if validation.is_file() else []
         if not self.train:
             raise PolyLMError(f"{data_dir}: no training conversation fits sft.seq_len {self.seq_len}")
         self.num_samples = len(self.train) * sft.epochs
@@ -171,7 +155,9 @@ class InstructionData:
 
     def _examples(self, conversations: Sequence[Conversation], split: str) -> list[Example]:
         kept = []
-        for conversation in conversations:
+        for number, conversation in enumerate(conversations, 1):
+            if (reason := problem(conversation)) is not None:
+                raise PolyLMError(f"{split}.jsonl: conversation {number}: {reason}")
             example = encode(self.tokenizer, self.sft.template, conversation)
             if len(example.ids) > self.seq_len + 1:
                 self.dropped[f"{split}: longer than sft.seq_len + 1 ({conversation.lang})"] += 1

@@ -1,0 +1,160 @@
+"""The instruction mixture config (`polylm instruct prepare --config FILE.yaml`), read into typed sections.
+
+A source is a list of files in one format (`formats.FORMATS`), optionally capped and with a fixed language;
+the top level holds the filters (exact dedup, language ID, token length) and the validation split. Relative
+paths are relative to the config file. See examples/instruct/*.yaml and docs/instruct.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from polylm.configfile import read_yaml
+from polylm.data.documents import POLYLM_LANGUAGES
+from polylm.errors import PolyLMError
+from polylm.instruct.formats import FORMATS
+from polylm.templates import TEMPLATES
+
+_LANG = re.compile(r"[a-z]{2}")
+
+
+@dataclass
+class PathConfig:
+    path: str
+    lang: str | None = None
+    """Every conversation of this file is in this language (MultiAlpaca's per-language files)."""
+
+
+@dataclass
+class SourceConfig:
+    name: str
+    format: str
+    paths: list[PathConfig]
+    """File paths, or mappings {path, lang}."""
+    lang: str | None = None
+    """Every conversation of the source is in this language (a file's own `lang` wins)."""
+    max_records: int | None = None
+    """Keep at most this many of the conversations that pass the filters, sampled by a seeded hash of their
+    text (so the choice does not depend on file order), e.g. flan_v2: 100000."""
+
+
+@dataclass
+class LengthConfig:
+    max_tokens: int | None = None
+    """Drop conversations longer than this many tokens (null: no length filter)."""
+    tokenizer: str | None = None
+    """Tokenizer directory (or .model file) that counts them; required with max_tokens."""
+    template: str | None = None
+    """Count the tokens `polylm finetune` trains on with this template (polylm.templates: multialpaca, chat;
+    `instruct.sft.encode`, `</s>` after each response included); null: the message contents joined by
+    newlines, plus one `</s>` per response."""
+
+
+@dataclass
+class MixtureConfig:
+    sources: list[SourceConfig]
+    dedup: bool = True
+    """Exact dedup across all sources (the first copy, in config order, is kept) on the conversation's roles and
+    NFC text with whitespace runs collapsed."""
+    language_id: bool = True
+    """Tag conversations whose language is unknown (no fixed lang, no record lang) by py3langid; else `und`."""
+    lid_languages: list[str] = field(default_factory=lambda: list(POLYLM_LANGUAGES))
+    """The languages language ID chooses among (PolyLM's 18)."""
+    length: LengthConfig = field(default_factory=LengthConfig)
+    validation_fraction: float = 0.0
+    """Share of kept conversations held out for validation, chosen by a hash of the conversation text (stable
+    across runs, file orders and sources)."""
+    seed: int = 1234
+    """Seed of the max_records sampling."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _fields(cls, values: object, where: str) -> dict:
+    """`values` checked as a mapping of `cls`'s fields, naming the key at fault."""
+    if not isinstance(values, dict):
+        raise PolyLMError(f"{where}: expected a mapping")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PolyLMError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    missing = sorted(
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    if missing:
+        raise PolyLMError(f"{where}: missing key {missing[0]!r}")
+    return dict(values)
+
+
+def _lang(value: object, where: str) -> str | None:
+    if value is not None and not (isinstance(value, str) and _LANG.fullmatch(value)):
+        raise PolyLMError(f"{where}: lang {value!r} is not an ISO 639-1 code (two lowercase letters)")
+    return value
+
+
+def _source(raw: object, base: Path, where: str) -> SourceConfig:
+    values = _fields(SourceConfig, raw, where)
+    if values["format"] not in FORMATS:
+        raise PolyLMError(f"{where}: format {values['format']!r} is unknown; choose one of {', '.join(FORMATS)}")
+    if not isinstance(values["paths"], list) or not values["paths"]:
+        raise PolyLMError(f"{where}: paths must be a non-empty list")
+    paths = []
+    for number, item in enumerate(values["paths"]):
+        item = {"path": item} if isinstance(item, str) else _fields(PathConfig, item, f"{where}.paths[{number}]")
+        if not isinstance(item["path"], str):
+            raise PolyLMError(f"{where}.paths[{number}]: path must be a string")
+        lang = _lang(item.get("lang"), f"{where}.paths[{number}]")
+        paths.append(PathConfig(str((base / item["path"]).resolve()), lang))
+    cap = values.get("max_records")
+    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+        raise PolyLMError(f"{where}: max_records must be a positive integer or null, got {cap!r}")
+    return SourceConfig(str(values["name"]), values["format"], paths, _lang(values.get("lang"), where), cap)
+
+
+def load_config(path: Path) -> MixtureConfig:
+    """Read and check the YAML mixture config (the files themselves are checked when preparing)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    where = str(path)
+    values = _fields(MixtureConfig, raw if raw is not None else {}, where)
+    if not isinstance(values["sources"], list) or not values["sources"]:
+        raise PolyLMError(f"{where}: sources must be a non-empty list")
+    base = path.parent
+    sources = [_source(item, base, f"{where}: sources[{n}]") for n, item in enumerate(values.pop("sources"))]
+    names = [source.name for source in sources]
+    if len(set(names)) != len(names):
+        raise PolyLMError(f"{where}: source names must be unique, got {names}")
+    length = LengthConfig(**_fields(LengthConfig, values.pop("length", None) or {}, f"{where}: length"))
+    config = MixtureConfig(sources=sources, length=length, **values)
+    _check(config, base, where)
+    return config
+
+
+def _check(config: MixtureConfig, base: Path, where: str) -> None:
+    for key in ("dedup", "language_id"):
+        if not isinstance(getattr(config, key), bool):
+            raise PolyLMError(f"{where}: {key} must be true or false, got {getattr(config, key)!r}")
+    if not isinstance(config.seed, int) or isinstance(config.seed, bool):
+        raise PolyLMError(f"{where}: seed must be an integer, got {config.seed!r}")
+    if not isinstance(config.validation_fraction, (int, float)) or not 0 <= config.validation_fraction < 1:
+        raise PolyLMError(f"{where}: validation_fraction must be in [0, 1), got {config.validation_fraction!r}")
+    if not isinstance(config.lid_languages, list) or not config.lid_languages:
+        raise PolyLMError(f"{where}: lid_languages must be a non-empty list of ISO 639-1 codes")
+    for lang in config.lid_languages:
+        _lang(lang, f"{where}: lid_languages")
+    length = config.length
+    if length.template is not None and length.template not in TEMPLATES:
+        raise PolyLMError(f"{where}: length.template {length.template!r} is unknown ({', '.join(TEMPLATES)})")
+    if length.max_tokens is not None:
+        if not isinstance(length.max_tokens, int) or length.max_tokens < 1:
+            raise PolyLMError(f"{where}: length.max_tokens must be a positive integer, got {length.max_tokens!r}")
+        if not length.tokenizer:
+            raise PolyLMError(f"{where}: length.max_tokens needs length.tokenizer (a tokenizer directory)")
+    if length.tokenizer:
+        length.tokenizer = str((base / length.tokenizer).resolve())
