@@ -154,6 +154,7 @@ def test_export_loads_in_transformers(tmp_path, data_dir):
         (["run.max_steps=10000"], "the data in"),
         (["data=/nonexistent"], "/nonexistent/data.json: not found"),
         (["run.precision=fp16"], "run.precision must be fp32 or bf16"),
+        (["run.max_steps=abc"], "override.run.max_steps: expected int, got 'abc'"),
         (["parallel.engine=zero3"], "parallel.engine must be one of auto, single, ddp, fsdp"),
         (["parallel.engine=fsdp"], "parallel.engine fsdp needs torchrun"),
     ],
@@ -266,7 +267,7 @@ def test_sigterm_checkpoints_the_current_step_then_resume(tmp_path, data_dir):
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0 and "stopped by a signal" in stderr
+    assert process.returncode == 130 and "stopped by a signal" in stderr
     last_logged = len(metrics.read_text().splitlines())
     assert last_logged < 12 and list_checkpoints(stopped)[-1].name == f"step-{last_logged:08d}"
     assert main(["pretrain", "--config", config, "--out", str(stopped), "--resume", "auto"]) == 0
@@ -279,3 +280,14 @@ def test_full_size_examples_follow_the_paper(name, lr, layers):
     assert (config.optim.lr, config.batch.global_tokens, config.run.precision) == (lr, 4 * 1024 * 1024, "bf16")
     assert config.parallel.engine == "fsdp" and preset(config.model.preset).num_layers == layers
     assert config.optim.betas == (0.9, 0.95) and config.optim.weight_decay == 1e-4
+
+
+def test_time_budget_stops_with_a_checkpoint_then_resume(tmp_path, data_dir, capsys):
+    whole, budgeted = tmp_path / "whole", tmp_path / "budgeted"
+    config = str(_config_file(tmp_path, data_dir, max_steps=6))
+    assert main(["pretrain", "--config", config, "--out", str(whole)]) == 0
+    assert main(["pretrain", "--config", config, "--out", str(budgeted), "run.max_minutes=1e-6"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["stopped_by"] == "time"
+    assert [p.name for p in list_checkpoints(budgeted)] == ["step-00000001"]
+    assert main(["pretrain", "--config", config, "--out", str(budgeted), "--resume", "auto"]) == 0
+    assert _losses(budgeted) == _losses(whole)

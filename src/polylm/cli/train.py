@@ -26,8 +26,14 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 def _pretrain(args: argparse.Namespace) -> None:
     from polylm.train.trainer import train
 
-    last = train(_config(args), Path(args.out), resume=args.resume)
-    print(json.dumps({"run": args.out, **{k: last[k] for k in ("step", "loss", "tokens_seen")}}))
+    _report(args, train(_config(args), Path(args.out), resume=args.resume), ("step", "loss", "tokens_seen"))
+
+
+def _report(args: argparse.Namespace, last: dict, keys: tuple[str, ...]) -> None:
+    """Print the last step's summary; a run stopped by a signal exits 130 (interrupted), after its checkpoint."""
+    print(json.dumps({"run": args.out, **{k: last.get(k) for k in (*keys, "stopped_by")}}))
+    if last.get("stopped_by") == "signal":
+        raise KeyboardInterrupt
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -47,8 +53,7 @@ def _finetune(args: argparse.Namespace) -> None:
     for reason, count in data.dropped.items():
         print(f"polylm: warning: {count} conversation(s) left out: {reason} (see {run / 'sft_data.json'})",
               file=sys.stderr)  # fmt: skip
-    last = train(config, run, resume=args.resume, data=data)
-    print(json.dumps({"run": args.out, **{k: last.get(k) for k in ("step", "loss", "val_response_loss")}}))
+    _report(args, train(config, run, resume=args.resume, data=data), ("step", "loss", "val_response_loss"))
 
 
 def _export(args: argparse.Namespace) -> None:

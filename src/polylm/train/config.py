@@ -56,6 +56,8 @@ class BatchSection:
 class RunSection:
     max_steps: int = 1000
     checkpoint_every: int = 500
+    max_minutes: float | None = None
+    """Training time budget: after the step that crosses it, checkpoint and return (`--resume auto` goes on)."""
     keep_last: int = 3
     log_every: int = 1
     eval_every: int = 0
@@ -150,7 +152,25 @@ def _merge(target: object, values: dict, where: str) -> None:
                 raise PolyLMError(f"{where}.{key}: expected a mapping")
             _merge(current, value, f"{where}.{key}")
         else:
-            setattr(target, key, tuple(value) if isinstance(current, tuple) else value)
+            setattr(target, key, _typed(value, str(fields[key].type), f"{where}.{key}"))
+
+
+def _typed(value: object, annotation: str, where: str) -> object:
+    """`value` as the field's declared type; YAML reads `1e-4` (no dot) as a string, so numbers are parsed here."""
+    kinds = {part.strip() for part in annotation.split("|")}
+    if value is None and "None" in kinds:
+        return None
+    if "float" in kinds and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise PolyLMError(f"{where}: expected a number, got {value!r}") from None
+    for name, kind in (("int", int), ("bool", bool), ("str", str)):
+        if name in kinds and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise PolyLMError(f"{where}: expected {name}, got {value!r}")
+    if annotation.startswith("tuple[float"):
+        return tuple(_typed(item, "float", where) for item in value)
+    return value
 
 
 def _dotted(overrides: list[str]) -> dict:

@@ -115,22 +115,24 @@ def flops_per_token(config: ModelConfig, seq_len: int) -> float:
 
 
 class StopRequest:
-    """SIGTERM / SIGINT ask the loop to checkpoint after the current step and return, instead of dying mid-step."""
+    """When to stop before `run.max_steps`: SIGTERM / SIGINT (checkpoint after the current step and return instead
+    of dying mid-step), or the time budget `run.max_minutes` running out."""
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, max_minutes: float | None) -> None:
+        self.signalled = False
+        self.deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
         self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.requested = True
+        self.signalled = True
 
-    def agreed(self, world: World) -> bool:
-        """True when any rank was asked to stop (all ranks must stop at the same step)."""
-        if world.size == 1:
-            return self.requested
-        flag = torch.tensor([int(self.requested)], device=world.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag)
+    def agreed(self, world: World) -> str | None:
+        """Why to stop after this step ("signal", "time"), the same on every rank; None to go on."""
+        out_of_time = self.deadline is not None and time.monotonic() > self.deadline
+        flags = torch.tensor([int(self.signalled), int(out_of_time)], device=world.device)
+        if world.size > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return "signal" if flags[0] else "time" if flags[1] else None
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():
@@ -255,7 +257,7 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None, data: T
     model.train()
     progress = tqdm(total=config.run.max_steps, initial=step, desc="training", unit="step", disable=not world.main)
     step_flops = flops_per_token(model_config, data.seq_len)
-    stop = StopRequest()
+    stop = StopRequest(config.run.max_minutes)
     with progress:
         while step < config.run.max_steps:
             started = time.perf_counter()
@@ -335,9 +337,11 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None, data: T
                 }
                 save_checkpoint(run_dir, model, optimizer, state, config, world)
             if stopping:
+                last["stopped_by"] = stopping
                 if world.main:
+                    why = "a signal" if stopping == "signal" else f"run.max_minutes ({config.run.max_minutes})"
                     progress.write(
-                        f"stopped by a signal after step {step}; checkpoint saved, resume with --resume auto",
+                        f"stopped by {why} after step {step}; checkpoint saved, resume with --resume auto",
                         file=sys.stderr,
                     )
                 break
