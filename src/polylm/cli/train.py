@@ -50,9 +50,9 @@ def _finetune(args: argparse.Namespace) -> None:
     run.mkdir(parents=True, exist_ok=True)
     summary = {"sequences": len(data.train), "held_out_conversations": len(data.held_out), "dropped": data.dropped}
     (run / "sft_data.json").write_text(json.dumps(summary, indent=2) + "\n")
-    for reason, count in data.dropped.items():
-        print(f"polylm: warning: {count} conversation(s) left out: {reason} (see {run / 'sft_data.json'})",
-              file=sys.stderr)  # fmt: skip
+    if data.dropped:
+        print(f"polylm: warning: {sum(data.dropped.values())} conversation(s) longer than a sequence left out "
+              f"(by split and language: {run / 'sft_data.json'})", file=sys.stderr)  # fmt: skip
     _report(args, train(config, run, resume=args.resume, data=data), ("step", "loss", "val_response_loss"))
 
 

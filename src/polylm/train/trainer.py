@@ -312,18 +312,20 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None, data: T
             }
             peak = config.run.peak_flops
             last["mfu"] = last["tokens_per_s"] * step_flops / (peak * world.size) if peak else None
-            if (config.run.eval_every and step % config.run.eval_every == 0) or step == config.run.max_steps:
+            stopping = stop.agreed(world)
+            final = step == config.run.max_steps or stopping is not None
+            # A preempted run (signal) checkpoints at once; a finished or time-capped one is validated first.
+            if (config.run.eval_every and step % config.run.eval_every == 0) or (final and stopping != "signal"):
                 validation = validate_now()
                 if validation:
                     by_lang = validation[f"val_{data.metric}_by_lang"]
                     last[f"val_{data.metric}"] = sum(by_lang.values()) / len(by_lang)
                     last.update(validation)
-            if log is not None and (step % config.run.log_every == 0 or step == config.run.max_steps):
+            if log is not None and (step % config.run.log_every == 0 or final):
                 log.train(last)
             progress.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{lr:.2e}")
             progress.update(1)
-            stopping = stop.agreed(world)
-            if step % config.run.checkpoint_every == 0 or step == config.run.max_steps or stopping:
+            if step % config.run.checkpoint_every == 0 or final:
                 state = {
                     "model_config": model_config.to_dict(),
                     "lora": dataclasses.asdict(config.lora) if config.lora.enabled else None,
