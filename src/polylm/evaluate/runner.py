@@ -1,0 +1,199 @@
+"""`evaluate`: tasks x languages -> requests -> one batched model pass -> scores, with everything recorded.
+
+Order of work: names are checked, then every data file is read (a missing file or a malformed row fails here,
+before the model is loaded), then the model answers all log-likelihood requests in one length-sorted pass and
+the generation requests task by task, under one progress bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from polylm.errors import PolyLMError
+from polylm.evaluate.data import BadRows
+from polylm.evaluate.prompts import FEWSHOT_DELIMITER, fewshot_examples
+from polylm.evaluate.requests import LanguageModel
+from polylm.evaluate.tasks import ChoiceDoc, ChoiceTask, GenerationTask, Task, resolve_tasks
+from polylm.generate import GenerationConfig
+from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
+
+PREFIX_TOKENS = ("eos", "bos")
+BAD_ROWS_SHOWN = 10
+
+
+@dataclass
+class EvalConfig:
+    """What `polylm evaluate` was asked to do; recorded in the output as it is."""
+
+    model: str
+    tasks: list[str]
+    languages: list[str] | None = None
+    """None: each task's default languages (translation: the directions in the data directory)."""
+    data_dir: str = "data/benchmarks"
+    num_fewshot: int = 0
+    limit: int | None = None
+    """Score only the first N items of each language (after malformed rows are set aside)."""
+    batch_size: int = 8
+    seed: int = 1234
+    """Few-shot examples are drawn with random.Random(seed), afresh for each task and language."""
+    num_beams: int = 1
+    """1: greedy generation; more: beam search with early stopping (PolyLM's MT setting is 4)."""
+    max_new_tokens: int | None = None
+    """None: each task's own limit."""
+    prefix_token: str = "eos"
+    """Stands in for an empty context (XNLI, PAWS-X): `</s>`, which precedes every document PolyLM was
+    trained on, or `<s>`, which lm-evaluation-harness uses when the tokenizer defines one."""
+    skip_bad_rows: bool = False
+    device: str = "cpu"
+    dtype: str | None = None
+
+
+@dataclass
+class Subset:
+    """One task in one language, as loaded."""
+
+    task: Task
+    lang: str
+    docs: list
+    fewshot_pool: list
+    fewshot_from_docs: bool
+    """The pool is the evaluated split itself (no dev split): an item is never its own example."""
+    bad: BadRows
+    sources: list[str]
+    notes: dict[str, object]
+    prompts: list = field(default_factory=list)
+    """Per doc: its (context, continuation) pairs, or its generation prompt, few-shot examples included."""
+
+
+def load_subsets(config: EvalConfig) -> list[Subset]:
+    """Read every task and language; refuses unknown names, missing files and (unless skipped) bad rows."""
+    if config.limit is not None and config.limit < 1:
+        raise PolyLMError(f"--limit must be at least 1, got {config.limit}")
+    if config.num_fewshot < 0:
+        raise PolyLMError(f"--num-fewshot must be 0 or more, got {config.num_fewshot}")
+    tasks = resolve_tasks(config.tasks)
+    data_dir = Path(config.data_dir)
+    if not data_dir.is_dir():
+        raise PolyLMError(f"{data_dir}: data directory not found (--data-dir; layout in docs/evaluation.md)")
+    chosen = {task.name: task.select_languages(config.languages, data_dir) for task in tasks}
+    for task in tasks:
+        if not chosen[task.name]:
+            raise PolyLMError(
+                f"task {task.name!r} has none of --languages {','.join(config.languages or [])} "
+                f"(its default languages: {', '.join(task.available_languages(data_dir))})"
+            )
+    for lang in config.languages or []:
+        if not any(task.select_languages([lang], data_dir) for task in tasks):
+            raise PolyLMError(f"language {lang!r} in --languages is in none of the tasks {', '.join(chosen)}")
+    subsets = []
+    for task in tasks:
+        for lang in chosen[task.name]:
+            bad = BadRows()
+            split = task.load(data_dir, lang, bad)
+            docs = split.docs[: config.limit] if config.limit else split.docs
+            pool = split.fewshot_pool if split.fewshot_pool is not None else split.docs
+            subsets.append(Subset(task, lang, docs, pool, split.fewshot_pool is None, bad, split.sources, split.notes))
+    _check_bad_rows(subsets, config.skip_bad_rows)
+    for s in subsets:
+        if not s.docs:
+            skipped = f" ({len(s.bad)} malformed rows skipped)" if len(s.bad) else ""
+            raise PolyLMError(f"{', '.join(s.sources)}: no {s.task.name} items for {s.lang}{skipped}")
+    return subsets
+
+
+def _check_bad_rows(subsets: list[Subset], skip: bool) -> None:
+    counts = {f"{s.task.name} {s.lang}": len(s.bad) for s in subsets if len(s.bad)}
+    if not counts or skip:
+        return
+    first = next(s.bad.messages()[0] for s in subsets if len(s.bad))
+    where = ", ".join(f"{name}: {count}" for name, count in counts.items())
+    raise PolyLMError(
+        f"{first}; {sum(counts.values())} malformed rows in all ({where}). Fix them, or pass --skip-bad-rows to "
+        "evaluate without them (they are counted in the output)"
+    )
+
+
+def build_prompts(subsets: list[Subset], num_fewshot: int, seed: int) -> None:
+    """Fill each subset's prompts: the few-shot examples, drawn by a fixed seed, go before every item."""
+    for subset in subsets:
+        rng = random.Random(seed)
+        for doc in subset.docs:
+            exclude = doc if subset.fewshot_from_docs else None
+            examples = fewshot_examples(subset.fewshot_pool, num_fewshot, rng, exclude)
+            if isinstance(subset.task, ChoiceTask):
+                prefix = "".join(e.demonstration() + FEWSHOT_DELIMITER for e in examples)
+                subset.prompts.append([(prefix + context, continuation) for context, continuation in doc.pairs])
+            else:
+                demonstrations = (subset.task.demonstration(e) + FEWSHOT_DELIMITER for e in examples)
+                subset.prompts.append("".join(demonstrations) + doc.prompt)
+
+
+def load_language_model(config: EvalConfig) -> LanguageModel:
+    from polylm.checkpoint import load_model
+    from polylm.hub import resolve_model_dir
+
+    model_dir = resolve_model_dir(config.model)
+    if not (model_dir / TOKENIZER_FILE).is_file():
+        raise PolyLMError(
+            f"{model_dir}: no {TOKENIZER_FILE}; evaluation needs the model's SentencePiece tokenizer in its directory"
+        )
+    if config.prefix_token not in PREFIX_TOKENS:
+        raise PolyLMError(f"--prefix-token must be one of {', '.join(PREFIX_TOKENS)}, got {config.prefix_token!r}")
+    tokenizer = Tokenizer.from_dir(model_dir)
+    model = load_model(model_dir, dtype=config.dtype, device=config.device)
+    prefix = tokenizer.eos_id if config.prefix_token == "eos" else tokenizer.bos_id
+    return LanguageModel(model, tokenizer, config.batch_size, prefix)
+
+
+def _choice_scores(lls: list[list[float]], docs: list[ChoiceDoc]) -> dict[str, float]:
+    """acc: argmax of the log-likelihoods; acc_norm: of log-likelihood per character of the choice."""
+    correct = correct_norm = 0
+    for doc, scores in zip(docs, lls, strict=True):
+        lengths = [max(len(continuation.lstrip()), 1) for _, continuation in doc.pairs]
+        correct += int(np.argmax(scores)) == doc.gold
+        correct_norm += int(np.argmax(np.array(scores) / lengths)) == doc.gold
+    return {"acc": correct / len(docs), "acc_norm": correct_norm / len(docs)}
+
+
+def evaluate(config: EvalConfig) -> dict:
+    """Run the evaluation; returns the output document (results[task][lang][metric] plus what produced it)."""
+    from polylm.evaluate.report import build_report
+
+    started = time.time()
+    subsets = load_subsets(config)
+    build_prompts(subsets, config.num_fewshot, config.seed)
+    lm = load_language_model(config)
+    choice = [s for s in subsets if isinstance(s.task, ChoiceTask)]
+    generation = [s for s in subsets if isinstance(s.task, GenerationTask)]
+    pairs = [pair for s in choice for doc_pairs in s.prompts for pair in doc_pairs]
+    total = len(pairs) + sum(len(s.prompts) for s in generation)
+    scores: dict[tuple[str, str], tuple[dict, dict]] = {}
+    with tqdm(total=total, desc="evaluating", unit="request") as progress:
+        lls = iter(lm.loglikelihood(pairs, progress))
+        for s in choice:
+            per_doc = [[next(lls) for _ in doc.pairs] for doc in s.docs]
+            scores[s.task.name, s.lang] = _choice_scores(per_doc, s.docs), {}
+        for s in generation:
+            gen_config = GenerationConfig(
+                max_new_tokens=config.max_new_tokens or s.task.max_new_tokens,
+                num_beams=config.num_beams,
+                early_stopping=config.num_beams > 1,
+                eos_token_id=lm.tokenizer.eos_id,
+            )
+            answers = lm.generate_until(s.prompts, s.task.stop, gen_config, progress)
+            scores[s.task.name, s.lang] = s.task.score(s.lang, answers, s.docs)
+    model_info = {
+        "dir": str(config.model),
+        "parameters": sum(p.numel() for p in lm.model.parameters()),
+        "dtype": lm.model.config.dtype,
+        "max_position_embeddings": lm.max_length,
+    }
+    requests = {"loglikelihood": len(pairs), "generate_until": total - len(pairs)}
+    return build_report(dataclasses.asdict(config), subsets, scores, model_info, requests, time.time() - started)
