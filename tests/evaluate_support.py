@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+
+
+def harness_task_yaml(tasks_dir: Path, name: str, include: str, data: Path, extra: str = "") -> None:
+    """An lm-eval task YAML that takes the harness's own task definition (`include`) over a local JSONL file."""
+    (tasks_dir / f"{name}.yaml").write_text(
+        f"include: {include}\ntask: {name}\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        f"training_split: null\nvalidation_split: null\ntest_split: test\n{extra}",
+        encoding="utf-8",
+    )

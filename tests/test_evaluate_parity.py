@@ -9,13 +9,12 @@ For XNLI the harness is given SentencePiece's encoding (see the test).
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 from tqdm import tqdm
 
-from evaluate_support import BENCHMARKS, eval_model_dir, needs_benchmarks, one_thread
+from evaluate_support import BENCHMARKS, eval_model_dir, harness_task_yaml, needs_benchmarks, one_thread, write_jsonl
 from polylm.evaluate import EvalConfig, evaluate
 from polylm.evaluate.data import BadRows, read_tsv
 from polylm.evaluate.prompts import XCOPA_CONNECTORS
@@ -29,20 +28,6 @@ lm_eval = pytest.importorskip("lm_eval")
 LIMIT = 100
 XNLI_LANGUAGES = ["th", "tr", "vi", "zh"]  # XNLI languages that XCOPA has sentences for
 __all__ = ["eval_model_dir", "one_thread"]  # fixtures, imported for pytest
-
-
-def _write_jsonl(path, records) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-
-
-def _yaml(tasks_dir, name: str, include: str, data, extra: str = "") -> None:
-    (tasks_dir / f"{name}.yaml").write_text(
-        f"include: {include}\ntask: {name}\ndataset_path: json\ndataset_name: null\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
-        f"training_split: null\nvalidation_split: null\ntest_split: test\n{extra}",
-        encoding="utf-8",
-    )
 
 
 def _prepare(tmp_path) -> dict[tuple[str, str], str]:
@@ -60,34 +45,34 @@ def _prepare(tmp_path) -> dict[tuple[str, str], str]:
         data = xcopa_path(BENCHMARKS, lang, "test")
         if notes["questions_fixed"]:  # the harness reads the same items, corrected the same way
             data = tmp_path / f"xcopa_{lang}.jsonl"
-            _write_jsonl(data, items)
+            write_jsonl(data, items)
         names["xcopa", lang] = f"local_xcopa_{lang}"
         metrics = "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
-        _yaml(tasks_dir, names["xcopa", lang], f"{harness}/xcopa/default_{lang}.yaml", data, metrics)
+        harness_task_yaml(tasks_dir, names["xcopa", lang], f"{harness}/xcopa/default_{lang}.yaml", data, metrics)
         if lang in XNLI_LANGUAGES:  # premise, a choice as hypothesis, an arbitrary label: the scoring is what counts
             records = [
                 {"premise": i["premise"], "hypothesis": i["choice1"], "label": n % 3} for n, i in enumerate(items)
             ]
             data = data_dir / "xnli" / lang / "test.jsonl"
-            _write_jsonl(data, records[:LIMIT])
+            write_jsonl(data, records[:LIMIT])
             names["xnli", lang] = f"local_xnli_{lang}"
-            _yaml(tasks_dir, names["xnli", lang], f"{harness}/xnli/xnli_{lang}.yaml", data)
+            harness_task_yaml(tasks_dir, names["xnli", lang], f"{harness}/xnli/xnli_{lang}.yaml", data)
         if lang == "zh":
             rows = [(i["premise"], i["choice2"], n % 2) for n, i in enumerate(items[:LIMIT])]
             tsv = data_dir / "pawsx" / "zh" / "test_2k.tsv"
             tsv.parent.mkdir(parents=True)
             tsv.write_text("id\tsentence1\tsentence2\tlabel\n" + "".join(f"{n}\t{a}\t{b}\t{y}\n" for n, (a, b, y) in
                            enumerate(rows)), encoding="utf-8")  # fmt: skip
-            _write_jsonl(tmp_path / "paws_zh.jsonl", [{"sentence1": a, "sentence2": b, "label": y} for a, b, y in rows])
+            write_jsonl(tmp_path / "paws_zh.jsonl", [{"sentence1": a, "sentence2": b, "label": y} for a, b, y in rows])
             names["pawsx", "zh"] = "local_paws_zh"
-            _yaml(tasks_dir, "local_paws_zh", f"{harness}/paws-x/paws_zh.yaml", tmp_path / "paws_zh.jsonl")
+            harness_task_yaml(tasks_dir, "local_paws_zh", f"{harness}/paws-x/paws_zh.yaml", tmp_path / "paws_zh.jsonl")
     tsv = BENCHMARKS / "xwinograd" / "dataset.tsv"
     for lang, code in CODES.items():
         rows = [tsv_item(f, tsv, n, BadRows()) for n, f in read_tsv(tsv, 7, BadRows()) if f[0] == code]
         data = tmp_path / f"xwinograd_{code}.jsonl"  # the Hugging Face form: answer is the string "1" or "2"
-        _write_jsonl(data, [{**row, "answer": str(row["answer"])} for row in rows])
+        write_jsonl(data, [{**row, "answer": str(row["answer"])} for row in rows])
         names["xwinograd", lang] = f"local_xwinograd_{code}"
-        _yaml(tasks_dir, names["xwinograd", lang], f"{harness}/xwinograd/xwinograd_common_yaml", data)
+        harness_task_yaml(tasks_dir, names["xwinograd", lang], f"{harness}/xwinograd/xwinograd_common_yaml", data)
     return names
 
 

@@ -48,3 +48,37 @@ def render_prompt(template: str, query: str, history: Sequence[Turn] = ()) -> st
     if template not in TEMPLATES:
         raise PolyLMError(f"unknown template {template!r} (--template); choose one of {', '.join(TEMPLATES)}")
     return TEMPLATES[template](query, history)
+
+
+def render_messages(template: str, messages: Sequence[tuple[str, str]]) -> str:
+    """An OpenAI-style conversation, (role, content) pairs ending with the user's turn, in `template`'s format.
+
+    PolyLM has no system prompt: system (and developer) messages are joined and put, with a newline, before the
+    first user query [polylm's convention]. Consecutive user messages are joined with a newline; every assistant
+    message closes the turn before it.
+    """
+    system: list[str] = []
+    turns: list[Turn] = []
+    query: list[str] = []
+    for index, (role, content) in enumerate(messages):
+        if role in ("system", "developer"):
+            system.append(content)
+        elif role == "user":
+            query.append(content)
+        elif role == "assistant":
+            if not query:
+                raise PolyLMError(f"message {index} (assistant) does not follow a user message")
+            turns.append(("\n".join(query), content))
+            query = []
+        else:
+            raise PolyLMError(f"message {index} has unknown role {role!r}; use system, user or assistant")
+    if not query:
+        raise PolyLMError("the conversation must end with a user message")
+    if system:
+        first = turns[0][0] if turns else query[0]
+        first = "\n".join(system) + "\n" + first
+        if turns:
+            turns[0] = (first, turns[0][1])
+        else:
+            query[0] = first
+    return render_prompt(template, "\n".join(query), turns)
