@@ -1,0 +1,145 @@
+"""`POST /v1/chat/completions`: messages rendered with a prompt template, then answered whole or streamed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from polylm.errors import PolyLMError
+from polylm.serve.body import parse, read_json
+from polylm.serve.engine import Done, Failed, Step
+from polylm.serve.jobs import failure
+from polylm.serve.protocol import ChatCompletionRequest, bad_parameter
+from polylm.serve.responses import ChatLogprobs, final_text, new_id, now
+from polylm.serve.state import ServerState
+from polylm.serve.streaming import SSE_HEADERS, ChoiceStream, events, first_event, sse
+from polylm.serve.work import Completion
+from polylm.templates import render_messages
+
+
+def add_chat_route(app: FastAPI, state: ServerState) -> None:
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        state.authorize(request)
+        body = parse(ChatCompletionRequest, await read_json(request, state.settings.max_body_bytes))
+        state.ready()
+        state.check_model(body.model)
+        template = body.template_name(state.settings.template)
+        try:
+            prompt = render_messages(template, [(m.role, m.text()) for m in body.messages])
+        except PolyLMError as exc:
+            raise bad_parameter("messages", str(exc)) from None
+        logprobs = body.logprob_alternatives()
+        work = await Completion.create(state, body, [prompt], body.token_limit(), logprobs, param="messages")
+        work.plan(echo_scores=False)
+        work.submit()
+        if body.stream:
+            return await stream_chat(work, body, request)
+        generations, _ = await work.collect(request)
+        choices, completion_tokens = [], 0
+        for j, generation in enumerate(work.choices_of(generations.get(0))):
+            completion_tokens += len(generation.token_ids)
+            chat_logprobs = None
+            if logprobs is not None:
+                builder = ChatLogprobs(work.tokenizer)
+                entries = work.logprobs_of(0, j)
+                for token, entry in zip(generation.token_ids, entries, strict=False):
+                    builder.add(token, entry)
+                chat_logprobs = builder.body()
+            choices.append(
+                {
+                    "index": j,
+                    "message": {
+                        "role": "assistant",
+                        "content": final_text(work.tokenizer, generation.token_ids, work.config.stop),
+                    },
+                    "logprobs": chat_logprobs,
+                    "finish_reason": generation.finish_reason,
+                }
+            )
+        return JSONResponse(
+            {
+                "id": new_id("chatcmpl"),
+                "object": "chat.completion",
+                "created": now(),
+                "model": state.model_name,
+                "choices": choices,
+                "usage": work.record_usage(completion_tokens),
+            }
+        )
+
+
+async def stream_chat(work: Completion, body: ChatCompletionRequest, request: Request) -> StreamingResponse:
+    first = await first_event(work, request)
+    state, response_id, created = work.state, new_id("chatcmpl"), now()
+    logprobs_on = body.logprobs
+
+    def chunk(index: int, delta: dict, finish_reason: str | None, logprobs: dict | None = None) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+        return sse(
+            {
+                "id": response_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": state.model_name,
+                "choices": [choice],
+            }
+        )
+
+    streams = {j: ChoiceStream(work, ChatLogprobs(work.tokenizer) if logprobs_on else None) for j in range(work.n)}
+
+    async def generate() -> AsyncIterator[bytes]:
+        completion_tokens = 0
+        try:
+            for j in range(work.n):
+                yield chunk(j, {"role": "assistant", "content": ""}, None)
+            async for _, event in events(work, first):
+                if isinstance(event, Failed):
+                    yield sse(failure(event.error, state.metrics).body())
+                    work.collector.cancel()
+                    break
+                if isinstance(event, Step):
+                    work.note_first_token()
+                    for update in event.rows:
+                        for j in [update.row] if work.rows > 1 else range(work.n):
+                            stream = streams[j]
+                            delta = stream.text.add([update.token], finished=update.finish_reason is not None)
+                            logprobs = None
+                            if stream.logprobs is not None:
+                                stream.logprobs.add(update.token, update.logprob)
+                                logprobs = stream.logprobs.body(stream.sent_logprobs)
+                                stream.sent_logprobs = len(stream.logprobs.content)
+                            if delta or logprobs:
+                                yield chunk(j, {"content": delta}, None, logprobs)
+                elif isinstance(event, Done):
+                    generations = work.choices_of(event.generations)
+                    completion_tokens += sum(len(g.token_ids) for g in generations)
+                    for j, generation in enumerate(generations):
+                        stream = streams[j]
+                        delta = stream.text.add(generation.token_ids[len(stream.text.tokens) :], finished=True)
+                        if delta:
+                            yield chunk(j, {"content": delta}, None)
+                        yield chunk(j, {}, generation.finish_reason)
+            else:
+                if work.collector.jobs == []:
+                    for j in range(work.n):
+                        yield chunk(j, {}, "length")
+                if body.stream_options is not None and body.stream_options.include_usage:
+                    payload = {
+                        "id": response_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": state.model_name,
+                        "choices": [],
+                        "usage": work.record_usage(completion_tokens),
+                    }
+                    yield sse(payload)
+                else:
+                    work.record_usage(completion_tokens)
+            yield sse("[DONE]")
+        finally:
+            work.collector.cancel()
+
+    return StreamingResponse(generate(), media_type="text/event-stream", headers=SSE_HEADERS)

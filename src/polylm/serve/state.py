@@ -1,0 +1,128 @@
+"""What the server was told (`ServeSettings`) and what it holds (`ServerState`): the model once it has loaded,
+its engine, its metrics, and the API key that guards the routes."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Request
+
+from polylm.errors import PolyLMError
+from polylm.generate.text import TextGenerator
+from polylm.serve.engine import Engine
+from polylm.serve.metrics import Metrics
+from polylm.serve.protocol import APIError
+from polylm.serve.responses import now
+from polylm.templates import TEMPLATES
+
+log = logging.getLogger("polylm.serve")
+
+DEFAULT_CHAT_TEMPLATE = "multialpaca"
+
+
+@dataclass
+class ServeSettings:
+    """What `polylm serve` was told (see its --help)."""
+
+    model: str | None = None
+    served_model_name: str | None = None
+    template: str = DEFAULT_CHAT_TEMPLATE
+    """Default prompt format of /v1/chat/completions (a request may pass `template`)."""
+    api_key: str | None = None
+    max_batch: int = 16
+    max_queue: int = 256
+    max_prompt_tokens: int | None = None
+    """Default: the model's context."""
+    timeout: float = 600.0
+    """Seconds a request may wait plus run before it is answered 503."""
+    device: str = "cpu"
+    dtype: str | None = None
+    threads: int | None = None
+    """torch intra-op threads of the worker (default: torch's)."""
+    max_body_bytes: int = 16 * 1024 * 1024
+    cors_origins: list[str] = field(default_factory=list)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_text_generator(settings: ServeSettings) -> TextGenerator:
+    from polylm.checkpoint import load_model
+    from polylm.hub import resolve_model_dir
+    from polylm.tokenizer import Tokenizer
+
+    model_dir = resolve_model_dir(settings.model)
+    model = load_model(model_dir, dtype=settings.dtype, device=settings.device)
+    return TextGenerator(model, Tokenizer.from_dir(model_dir), "plain")
+
+
+class ServerState:
+    def __init__(self, settings: ServeSettings, loader: Callable[[], TextGenerator]) -> None:
+        if settings.template not in TEMPLATES:
+            raise PolyLMError(
+                f"unknown template {settings.template!r} (--template); choose one of {', '.join(TEMPLATES)}"
+            )
+        self.settings, self.loader = settings, loader
+        self.metrics = Metrics()
+        self.engine: Engine | None = None
+        self.generator: TextGenerator | None = None
+        self.error: str | None = None
+        self.model_name = settings.served_model_name or (Path(settings.model).name if settings.model else "polylm")
+        self.created = now()
+        self.max_prompt_tokens = 0
+
+    def load(self) -> None:
+        try:
+            generator = self.loader()
+            context = generator.model.config.max_position_embeddings
+            limit = self.settings.max_prompt_tokens or context
+            if limit > context:
+                log.warning("--max-prompt-tokens %d exceeds the model's context; using %d", limit, context)
+                limit = context
+            self.max_prompt_tokens = limit
+            engine = Engine(generator, self.settings.max_batch, self.settings.max_queue, self.settings.threads).start()
+            self.generator, self.engine = generator, engine
+            log.info("model %s ready (context %d, max batch %d)", self.model_name, context, self.settings.max_batch)
+        except Exception as exc:  # reported by /health; the process keeps running so that it can be seen
+            log.exception("loading the model failed")
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+    def ready(self) -> tuple[Engine, TextGenerator]:
+        if self.engine is None or self.generator is None:
+            message = f"model failed to load: {self.error}" if self.error else "the model is still loading"
+            raise APIError(503, message, code="model_not_ready", kind="server_error")
+        return self.engine, self.generator
+
+    def authorize(self, request: Request) -> None:
+        key = self.settings.api_key
+        if not key:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            message = "missing API key: send 'Authorization: Bearer <key>'" if not header else "invalid API key"
+            raise APIError(401, message, code="invalid_api_key", kind="authentication_error")
+
+    def check_model(self, name: str | None) -> None:
+        if name is not None and name != self.model_name:
+            raise APIError(
+                404,
+                f"model {name!r} does not exist; this server serves {self.model_name!r}",
+                "model",
+                "model_not_found",
+            )

@@ -1,0 +1,58 @@
+"""Server-sent events: the framing, and what the completions and chat streams share (the wait for the first
+event, the events after it, each choice's state)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+
+from polylm.serve.engine import Event, Failed
+from polylm.serve.jobs import failure, watch_disconnect
+from polylm.serve.protocol import APIError
+from polylm.serve.responses import StreamText
+from polylm.serve.work import Completion
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def sse(payload: dict | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+async def first_event(work: Completion, request: Request) -> tuple[int, Event] | None:
+    """Wait until the engine has started on the request, so that a timeout or error can still be a status code."""
+    if not work.collector.jobs:
+        return None
+    watcher = asyncio.create_task(watch_disconnect(request, work.collector))
+    try:
+        first = await asyncio.wait_for(work.collector.next(), work.timeout + 30)
+    except asyncio.TimeoutError:
+        work.collector.cancel()
+        raise APIError(503, "request timed out", code="timeout", kind="server_error") from None
+    finally:
+        watcher.cancel()
+    if isinstance(first[1], Failed):
+        work.collector.cancel()
+        raise failure(first[1].error, work.state.metrics)
+    return first
+
+
+async def events(work: Completion, first: tuple[int, Event] | None) -> AsyncIterator[tuple[int, Event]]:
+    if first is not None:
+        yield first
+    while work.collector.open:
+        yield await work.collector.next()
+
+
+class ChoiceStream:
+    """Per choice: streamed text and log-probabilities so far."""
+
+    def __init__(self, work: Completion, logprobs_builder) -> None:
+        self.text = StreamText(work.tokenizer, work.config.stop)
+        self.logprobs = logprobs_builder
+        self.sent_logprobs = 0
+        self.finished = False
