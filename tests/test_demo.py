@@ -31,8 +31,9 @@ def test_embedded_corpus_covers_polylm_languages_with_held_out_lines():
 
 
 def _demo(out, *extra):
-    command = [sys.executable, "-m", "polylm.cli", "demo", "--out", str(out), "--minutes", "0.4", *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    """`polylm demo` run from the run directory's parent with a relative --out, as a user types it."""
+    command = [sys.executable, "-m", "polylm.cli", "demo", "--out", out.name, "--minutes", "0.4", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=out.parent,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
 
 

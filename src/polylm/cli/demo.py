@@ -12,7 +12,7 @@ def _demo(args: argparse.Namespace) -> None:
     from polylm.demo.pipeline import Demo, run_demo
 
     benchmarks = Path(args.data_dir) if args.data_dir else DEFAULT_BENCHMARKS if DEFAULT_BENCHMARKS.is_dir() else None
-    demo = Demo(Path(args.out), minutes=args.minutes, benchmarks=benchmarks, seed=args.seed)
+    demo = Demo(Path(args.out).resolve(), minutes=args.minutes, benchmarks=benchmarks, seed=args.seed)
     try:
         if args.ablation:
             from polylm.demo.ablation import run_ablation
