@@ -125,6 +125,10 @@ def test_parser_tolerates_loose_formats() -> None:
     assert [t.instruction for t in bare.tasks] == ["Sure! Here they are:", "A b c", "E f g"]
     chatter = parse_answer("x y z\n1. Output: w\n###\nThat's all, I hope it helps!", 1)
     assert chatter.tasks == [Task("x y z", "", "w")]
+    stub = parse_answer("x y z\n1. Output: Paso uno: 2. Paso dos.\n2.", 1)
+    assert stub.tasks == [Task("x y z", "", "Paso uno: 2. Paso dos.")]
+    numbers = parse_answer("a b c\n1. Output:\n42.\n###\n2. Instruction: d e f\n2. Output:\nEs:\n7", 1)
+    assert [t.output for t in numbers.tasks] == ["42.", "Es:\n7"]
 
 
 def test_noinput_placeholders_are_removed_wherever_they_land() -> None:

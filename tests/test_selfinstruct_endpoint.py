@@ -67,10 +67,10 @@ def test_requests_in_flight_stay_within_concurrency(tmp_path: Path) -> None:
 
 
 def test_kill_and_resume_lose_and_repeat_nothing(tmp_path: Path) -> None:
-    out, per_language = tmp_path / "out", 40
+    out, per_language = tmp_path / "out", 60
     seeds = write_seeds(tmp_path / "seeds")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    with FakeOpenAI(fault_rate=0.2, faults=("429", "500", "garbage"), delay=0.05, tasks_per_answer=2) as fake:
+    with FakeOpenAI(fault_rate=0.2, faults=("429", "500", "garbage"), delay=0.1, tasks_per_answer=2) as fake:
         args = _args(fake.url, out, seeds, per_language, "--concurrency", "3")
         child = subprocess.Popen([sys.executable, "-m", "polylm.cli", *args], env=env, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120

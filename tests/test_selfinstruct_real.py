@@ -28,8 +28,8 @@ MULTIALPACA = SHARED_DATA / "instructions" / "multialpaca"
 LANGUAGES = ("es", "ja", "th")
 PER_LANGUAGE = 10
 DEADLINE_S = 1800
-"""About 16 minutes here: Gemma 3 270M makes 22 tokens/s on one core, and half of its answers hold a task that
-passes the filters."""
+"""The run takes 12 to 17 minutes here (Gemma 3 270M makes 22 tokens/s on one core, and about half of its answers
+hold a task that passes the filters); the deadline only stops a run gone wrong."""
 
 
 def _free_port() -> int:

@@ -29,7 +29,8 @@ _LABEL = re.compile(
 )
 _END_MARKERS = re.compile(r"<end_of_turn>|<eos>|</s>|<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>")
 _SEPARATOR_LINE = re.compile(r"\n[ \t]*(?:#{2,}|-{3,}|={3,})")
-_TRAILING_SEPARATORS = re.compile(r"(?:\s*(?:#{2,}|-{3,}|={3,}))+\s*$")
+_TRAILING_SEPARATORS = re.compile(r"(?:\s*(?:#{2,}|-{3,}|={3,})|\n[ \t]*\d+[ \t]*[.)．])+\s*$")
+"""Separators, and the bare number of a next list item the model began without its label ("...\n2.")."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Parsed:
 
 def _value(text: str) -> str:
     """A field's text: up to the first separator line, without trailing separators."""
-    return _TRAILING_SEPARATORS.sub("", _SEPARATOR_LINE.split(text, 1)[0]).strip()
+    return _TRAILING_SEPARATORS.sub("", _SEPARATOR_LINE.split(text, 1)[0].strip()).strip()
 
 
 def parse_answer(text: str, first_index: int, truncated: bool = False) -> Parsed | None:
