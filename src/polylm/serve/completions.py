@@ -14,7 +14,7 @@ from polylm.serve.jobs import failure
 from polylm.serve.protocol import CompletionRequest, bad_parameter
 from polylm.serve.responses import CompletionLogprobs, final_text, new_id, now
 from polylm.serve.state import ServerState
-from polylm.serve.streaming import SSE_HEADERS, ChoiceStream, events, first_event, sse
+from polylm.serve.streaming import SSE_HEADERS, ChoiceStream, events, first_event, sse, usage_chunks
 from polylm.serve.work import Completion
 
 
@@ -162,18 +162,10 @@ async def stream_completion(work: Completion, body: CompletionRequest, request: 
                     for piece in finish_all(index, event.generations):
                         yield piece
             else:
-                if body.stream_options is not None and body.stream_options.include_usage:
-                    payload = {
-                        "id": response_id,
-                        "object": "text_completion",
-                        "created": created,
-                        "model": state.model_name,
-                        "choices": [],
-                        "usage": work.record_usage(completion_tokens),
-                    }
-                    yield sse(payload)
-                else:
-                    work.record_usage(completion_tokens)
+                include_usage = body.stream_options is not None and body.stream_options.include_usage
+                head = {"id": response_id, "object": "text_completion", "created": created, "model": state.model_name}
+                for piece in usage_chunks(work, include_usage, head, completion_tokens):
+                    yield piece
             yield sse("[DONE]")
         finally:
             work.collector.cancel()

@@ -23,6 +23,13 @@ def sse(payload: dict | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
+def usage_chunks(work: Completion, include_usage: bool, head: dict, completion_tokens: int) -> list[bytes]:
+    """Record the stream's usage; the usage chunk when the client asked for it (`stream_options.include_usage`).
+    `head` holds the stream's id, object, created and model fields."""
+    usage = work.record_usage(completion_tokens)
+    return [sse({**head, "choices": [], "usage": usage})] if include_usage else []
+
+
 async def first_event(work: Completion, request: Request) -> tuple[int, Event] | None:
     """Wait until the engine has started on the request, so that a timeout or error can still be a status code."""
     if not work.collector.jobs:
