@@ -29,6 +29,12 @@ def _write(tmp_path, text: str):
         ("sources: [{name: a, lang: en, paths: [x]}, {name: a, lang: de, paths: [y]}]\n", "must be unique"),
         ("sources: [{name: a, lang: en, paths: [x]}]\npipeline: {minhash: 0.5}\n", "pipeline: unknown key 'minhash'"),
         ("sources: [\n", "not valid YAML"),
+        ("sources: [{name: a, lang: en, paths: [x]}]\nworkers: two\n", "workers: expected int, got 'two'"),
+        (
+            "sources: [{name: a, lang: en, paths: [x]}]\ncurriculum: {seq_len: 2048.5}\n",
+            "curriculum.seq_len: expected int",
+        ),
+        ("sources: [{name: a, lang: en, paths: [x]}]\npipeline: {minhash_threshold: high}\n", "expected a number"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, message):

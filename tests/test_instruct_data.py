@@ -363,6 +363,8 @@ def test_config_errors_name_the_key(tmp_path):
         ([{**source, "lang": "english"}], {}, "not an ISO 639-1 code"),
         ([source], {"length": {"max_tokens": 10}}, "needs length.tokenizer"),
         ([source], {"validation_fraction": 1.5}, "validation_fraction must be in [0, 1)"),
+        ([source], {"dedup": "yes"}, "dedup: expected bool, got 'yes'"),
+        ([source], {"length": {"max_tokens": "many"}}, "length.max_tokens: expected int"),
     ]
     for sources, top, message in cases:
         with pytest.raises(PolyLMError, match=message.replace("[", r"\[").replace(")", r"\)")):

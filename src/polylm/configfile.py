@@ -1,7 +1,14 @@
-"""Reading the YAML config files (data prepare, pretrain) with one-line errors naming the file."""
+"""Reading the YAML config files (data prepare, instruct prepare, pretrain) into typed dataclasses, with one-line
+errors that name the file and the key at fault.
+
+Every reader goes through `build` (a fresh section from a mapping) or `merge` (a mapping written over values
+already set, as pretraining layers preset < file < overrides). Both reject unknown keys and give each value its
+field's declared type, so a typo or a wrong type is reported before any work starts.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import yaml
@@ -17,3 +24,84 @@ def read_yaml(path: Path) -> object:
         raise PolyLMError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:
         raise PolyLMError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def check_mapping(cls: type, values: object, where: str, require: bool = True) -> dict:
+    """`values` as a mapping of dataclass `cls`'s fields: no unknown keys and, with `require`, no missing ones."""
+    if not isinstance(values, dict):
+        raise PolyLMError(f"{where}: expected a mapping")
+    fields = dataclasses.fields(cls)
+    known = [f.name for f in fields]
+    unknown = [key for key in values if key not in known]
+    if unknown:
+        raise PolyLMError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(known)})")
+    missing = [f.name for f in fields if require and f.name not in values and _default(f) is dataclasses.MISSING]
+    if missing:
+        raise PolyLMError(f"{where}: missing key {missing[0]!r}")
+    return dict(values)
+
+
+def build(cls: type, values: object, where: str, key: str = ""):
+    """A new `cls` from a YAML mapping (None: all defaults); nested dataclass sections are built the same way.
+
+    `where` names the file, `key` the dotted path of this section in it; errors name both.
+    """
+    values = check_mapping(cls, {} if values is None else values, _at(where, key))
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            default = _default(f)
+            if dataclasses.is_dataclass(default):
+                kwargs[f.name] = build(type(default), values[f.name], where, _join(key, f.name))
+            else:
+                kwargs[f.name] = typed(values[f.name], str(f.type), _at(where, _join(key, f.name)))
+    return cls(**kwargs)
+
+
+def merge(target: object, values: object, where: str, key: str = "") -> None:
+    """Write a YAML mapping into dataclass `target` in place, recursing into sections; unset keys keep their value."""
+    values = check_mapping(type(target), values, _at(where, key), require=False)
+    types = {f.name: str(f.type) for f in dataclasses.fields(target)}
+    for name, value in values.items():
+        current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            merge(current, value, where, _join(key, name))
+        else:
+            setattr(target, name, typed(value, types[name], _at(where, _join(key, name))))
+
+
+def typed(value: object, annotation: str, where: str) -> object:
+    """`value` as a field annotated `annotation` (a string: every config module uses postponed annotations).
+
+    YAML reads `1e-4` (no dot) as a string, so floats are parsed here; ints, bools and strings must already be.
+    """
+    kinds = {part.strip() for part in annotation.split("|")}
+    if value is None and "None" in kinds:
+        return None
+    if "float" in kinds and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise PolyLMError(f"{where}: expected a number, got {value!r}") from None
+    for name, kind in (("int", int), ("bool", bool), ("str", str)):
+        if name in kinds and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise PolyLMError(f"{where}: expected {name}, got {value!r}")
+    if annotation.startswith("tuple[float"):
+        if not isinstance(value, (list, tuple)):
+            raise PolyLMError(f"{where}: expected a list of numbers, got {value!r}")
+        return tuple(typed(item, "float", where) for item in value)
+    return value
+
+
+def _at(where: str, key: str) -> str:
+    return f"{where}: {key}" if key else where
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}.{name}" if parent else name
+
+
+def _default(f: dataclasses.Field) -> object:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default

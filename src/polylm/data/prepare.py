@@ -11,7 +11,6 @@ Output directory:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polylm.configfile import read_yaml
+from polylm.configfile import build, read_yaml
 from polylm.data.bilingual import BilingualConfig, bilingual_documents
 from polylm.data.curriculum import CurriculumConfig, CurriculumSampler, SourceInfo, Stage, polylm_curriculum
 from polylm.data.documents import Document, Ledger
@@ -112,22 +111,6 @@ class DataConfig:
     chosen by a hash of the document id so the split is stable; training never sees them."""
 
 
-def _section(cls, values: object, where: str):
-    """Build dataclass `cls` from a YAML mapping, naming the key at fault."""
-    if values is None:
-        return cls()
-    if not isinstance(values, dict):
-        raise PolyLMError(f"{where}: expected a mapping")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise PolyLMError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise PolyLMError(f"{where}: {exc}") from None
-
-
 def load_config(path: Path) -> DataConfig:
     """Read the YAML data config; relative file paths are relative to the config file."""
     raw = read_yaml(path)
@@ -136,7 +119,7 @@ def load_config(path: Path) -> DataConfig:
     base = path.parent
     sources = []
     for number, entry in enumerate(raw.pop("sources")):
-        source = _section(SourceConfig, entry, f"{path}: sources[{number}]")
+        source = build(SourceConfig, entry, f"{path}: sources[{number}]")
         source.paths = [str((base / p).resolve()) for p in source.paths]
         for pair in source.parallel:
             unknown = sorted(set(pair) - PARALLEL_KEYS)
@@ -151,19 +134,9 @@ def load_config(path: Path) -> DataConfig:
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise PolyLMError(f"{path}: source names must be unique, got {names}")
-    config = DataConfig(
-        sources=sources,
-        pipeline=_section(PipelineConfig, raw.pop("pipeline", None), f"{path}: pipeline"),
-        bilingual=_section(BilingualConfig, raw.pop("bilingual", None), f"{path}: bilingual"),
-        tokenizer=_section(TokenizerSection, raw.pop("tokenizer", None), f"{path}: tokenizer"),
-        curriculum=_section(CurriculumSection, raw.pop("curriculum", None), f"{path}: curriculum"),
-        workers=raw.pop("workers", 1),
-        validation_fraction=raw.pop("validation_fraction", 0.0),
-    )
+    config = build(DataConfig, {**raw, "sources": sources}, str(path))
     if not 0 <= config.validation_fraction < 1:
         raise PolyLMError(f"{path}: validation_fraction must be in [0, 1), got {config.validation_fraction}")
-    if raw:
-        raise PolyLMError(f"{path}: unknown key {sorted(raw)[0]!r}")
     if config.tokenizer.path:
         config.tokenizer.path = str((base / config.tokenizer.path).resolve())
     return config
@@ -314,7 +287,7 @@ def prepare(config: DataConfig, out: Path, config_path: Path | None = None) -> d
 def open_sampler(data_dir: Path) -> CurriculumSampler:
     """The curriculum sampler of a prepared directory, as training uses it."""
     summary = load_summary(data_dir)
-    curriculum = _section(CurriculumSection, summary["config"]["curriculum"], f"{data_dir / 'data.json'}: curriculum")
+    curriculum = build(CurriculumSection, summary["config"]["curriculum"], str(data_dir / "data.json"), "curriculum")
     infos = [
         SourceInfo(s["name"], s["lang"], s["bilingual"], ShardSet(data_dir / "shards" / s["name"]))
         for s in summary["sources"]

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polylm.configfile import read_yaml
+from polylm.configfile import build, check_mapping, read_yaml, typed
 from polylm.data.documents import POLYLM_LANGUAGES
 from polylm.errors import PolyLMError
 from polylm.instruct.formats import FORMATS
@@ -74,24 +74,6 @@ class MixtureConfig:
         return dataclasses.asdict(self)
 
 
-def _fields(cls, values: object, where: str) -> dict:
-    """`values` checked as a mapping of `cls`'s fields, naming the key at fault."""
-    if not isinstance(values, dict):
-        raise PolyLMError(f"{where}: expected a mapping")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise PolyLMError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    missing = sorted(
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    )
-    if missing:
-        raise PolyLMError(f"{where}: missing key {missing[0]!r}")
-    return dict(values)
-
-
 def _lang(value: object, where: str) -> str | None:
     if value is not None and not (isinstance(value, str) and _LANG.fullmatch(value)):
         raise PolyLMError(f"{where}: lang {value!r} is not an ISO 639-1 code (two lowercase letters)")
@@ -99,20 +81,20 @@ def _lang(value: object, where: str) -> str | None:
 
 
 def _source(raw: object, base: Path, where: str) -> SourceConfig:
-    values = _fields(SourceConfig, raw, where)
+    values = check_mapping(SourceConfig, raw, where)
     if values["format"] not in FORMATS:
         raise PolyLMError(f"{where}: format {values['format']!r} is unknown; choose one of {', '.join(FORMATS)}")
     if not isinstance(values["paths"], list) or not values["paths"]:
         raise PolyLMError(f"{where}: paths must be a non-empty list")
     paths = []
     for number, item in enumerate(values["paths"]):
-        item = {"path": item} if isinstance(item, str) else _fields(PathConfig, item, f"{where}.paths[{number}]")
+        item = {"path": item} if isinstance(item, str) else check_mapping(PathConfig, item, f"{where}.paths[{number}]")
         if not isinstance(item["path"], str):
             raise PolyLMError(f"{where}.paths[{number}]: path must be a string")
         lang = _lang(item.get("lang"), f"{where}.paths[{number}]")
         paths.append(PathConfig(str((base / item["path"]).resolve()), lang))
-    cap = values.get("max_records")
-    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+    cap = typed(values.get("max_records"), "int | None", f"{where}: max_records")
+    if cap is not None and cap < 1:
         raise PolyLMError(f"{where}: max_records must be a positive integer or null, got {cap!r}")
     return SourceConfig(str(values["name"]), values["format"], paths, _lang(values.get("lang"), where), cap)
 
@@ -122,7 +104,7 @@ def load_config(path: Path) -> MixtureConfig:
     path = Path(path)
     raw = read_yaml(path)
     where = str(path)
-    values = _fields(MixtureConfig, raw if raw is not None else {}, where)
+    values = check_mapping(MixtureConfig, raw if raw is not None else {}, where)
     if not isinstance(values["sources"], list) or not values["sources"]:
         raise PolyLMError(f"{where}: sources must be a non-empty list")
     base = path.parent
@@ -130,19 +112,14 @@ def load_config(path: Path) -> MixtureConfig:
     names = [source.name for source in sources]
     if len(set(names)) != len(names):
         raise PolyLMError(f"{where}: source names must be unique, got {names}")
-    length = LengthConfig(**_fields(LengthConfig, values.pop("length", None) or {}, f"{where}: length"))
-    config = MixtureConfig(sources=sources, length=length, **values)
+    config = build(MixtureConfig, {**values, "sources": sources}, where)
     _check(config, base, where)
     return config
 
 
 def _check(config: MixtureConfig, base: Path, where: str) -> None:
-    for key in ("dedup", "language_id"):
-        if not isinstance(getattr(config, key), bool):
-            raise PolyLMError(f"{where}: {key} must be true or false, got {getattr(config, key)!r}")
-    if not isinstance(config.seed, int) or isinstance(config.seed, bool):
-        raise PolyLMError(f"{where}: seed must be an integer, got {config.seed!r}")
-    if not isinstance(config.validation_fraction, (int, float)) or not 0 <= config.validation_fraction < 1:
+    """What the field types do not say (`build` has checked those)."""
+    if not 0 <= config.validation_fraction < 1:
         raise PolyLMError(f"{where}: validation_fraction must be in [0, 1), got {config.validation_fraction!r}")
     if not isinstance(config.lid_languages, list) or not config.lid_languages:
         raise PolyLMError(f"{where}: lid_languages must be a non-empty list of ISO 639-1 codes")
@@ -152,7 +129,7 @@ def _check(config: MixtureConfig, base: Path, where: str) -> None:
     if length.template is not None and length.template not in TEMPLATES:
         raise PolyLMError(f"{where}: length.template {length.template!r} is unknown ({', '.join(TEMPLATES)})")
     if length.max_tokens is not None:
-        if not isinstance(length.max_tokens, int) or length.max_tokens < 1:
+        if length.max_tokens < 1:
             raise PolyLMError(f"{where}: length.max_tokens must be a positive integer, got {length.max_tokens!r}")
         if not length.tokenizer:
             raise PolyLMError(f"{where}: length.max_tokens needs length.tokenizer (a tokenizer directory)")

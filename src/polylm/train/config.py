@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from polylm.configfile import read_yaml
+from polylm.configfile import merge, read_yaml
 from polylm.errors import PolyLMError
 
 ENGINES = ("auto", "single", "ddp", "fsdp")
@@ -140,39 +140,6 @@ PRESETS: dict[str, dict] = {
 }  # fmt: skip
 
 
-def _merge(target: object, values: dict, where: str) -> None:
-    """Write `values` into dataclass `target`, recursing into sections, naming any unknown key."""
-    fields = {f.name: f for f in dataclasses.fields(target)}
-    for key, value in values.items():
-        if key not in fields:
-            raise PolyLMError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
-        current = getattr(target, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise PolyLMError(f"{where}.{key}: expected a mapping")
-            _merge(current, value, f"{where}.{key}")
-        else:
-            setattr(target, key, _typed(value, str(fields[key].type), f"{where}.{key}"))
-
-
-def _typed(value: object, annotation: str, where: str) -> object:
-    """`value` as the field's declared type; YAML reads `1e-4` (no dot) as a string, so numbers are parsed here."""
-    kinds = {part.strip() for part in annotation.split("|")}
-    if value is None and "None" in kinds:
-        return None
-    if "float" in kinds and not isinstance(value, bool):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise PolyLMError(f"{where}: expected a number, got {value!r}") from None
-    for name, kind in (("int", int), ("bool", bool), ("str", str)):
-        if name in kinds and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-            raise PolyLMError(f"{where}: expected {name}, got {value!r}")
-    if annotation.startswith("tuple[float"):
-        return tuple(_typed(item, "float", where) for item in value)
-    return value
-
-
 def _dotted(overrides: list[str]) -> dict:
     nested: dict = {}
     for item in overrides:
@@ -201,13 +168,13 @@ def load_train_config(path: Path | None, overrides: list[str] = ()) -> TrainConf
     if preset is not None:
         if preset not in PRESETS:
             raise PolyLMError(f"{where}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        _merge(config, PRESETS[preset], f"preset {preset}")
-    _merge(config, raw, where)
+        merge(config, PRESETS[preset], f"preset {preset}")
+    merge(config, raw, where)
     if path is not None and config.data and not Path(config.data).is_absolute():
         config.data = str((path.parent / config.data).resolve())
     if path is not None and config.model.path and not Path(config.model.path).is_absolute():
         config.model.path = str((path.parent / config.model.path).resolve())
-    _merge(config, _dotted(list(overrides)), "override")
+    merge(config, _dotted(list(overrides)), "override")
     validate(config)
     return config
 
