@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
+from _machine import cpu_model
 
 from polylm.data.documents import Document, Ledger
 from polylm.data.shards import write_shards
@@ -102,16 +103,6 @@ def best_times(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, f
             run()
             times[name].append(time.perf_counter() - start)
     return {name: min(values) for name, values in times.items()}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

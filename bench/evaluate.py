@@ -15,13 +15,13 @@ import argparse
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from _machine import cpu_model
 from tqdm import tqdm
 
 from polylm import build_model, count_parameters, save_model
@@ -78,7 +78,7 @@ def main() -> None:
             timings[name] = time.perf_counter() - start
     difference = max(abs(a - b) for a, b in zip(results["polylm"], results["lm-eval HFLM"], strict=True))
     report = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "parameters": count_parameters(config),
         "requests": len(pairs),

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from _machine import cpu_model
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
@@ -80,7 +80,7 @@ def main() -> None:
         ("beam-4 batch 1", 1, {"num_beams": 4}),
     ]
     report = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "parameters": count_parameters(config),
         "prompt_tokens": args.prompt_tokens,

@@ -25,6 +25,7 @@ import random
 import time
 from pathlib import Path
 
+from _machine import cpu_model
 from rouge_score import rouge_scorer
 
 from polylm.selfinstruct.similarity import THRESHOLD, RougeIndex, tokenize
@@ -101,16 +102,6 @@ def baseline(pool: list[str], candidates: list[str], budget: float) -> tuple[flo
         if time.perf_counter() - start >= budget:
             break
     return time.perf_counter() - start, dropped
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import datetime
 import http.client
 import json
 import os
-import platform
 import queue
 import socket
 import statistics
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import cpu_model
 
 from polylm import build_model, count_parameters, save_model
 from polylm.config import ModelConfig
@@ -199,7 +199,7 @@ def main() -> None:
     same = sequential.pop("_texts") == concurrent.pop("_texts")
     load_after = os.getloadavg()
     result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores",
+        "machine": f"{cpu_model()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores",
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "torch": torch.__version__,
         "model": {
