@@ -1,5 +1,5 @@
-"""Reading the YAML config files (data prepare, instruct prepare, pretrain) into typed dataclasses, with one-line
-errors that name the file and the key at fault.
+"""Reading the YAML config files (data prepare, instruct prepare, pretrain) into typed dataclasses, and the JSON
+summaries polylm commands write, with one-line errors that name the file and the key at fault.
 
 Every reader goes through `build` (a fresh section from a mapping) or `merge` (a mapping written over values
 already set, as pretraining layers preset < file < overrides). Both reject unknown keys and give each value its
@@ -9,6 +9,7 @@ field's declared type, so a typo or a wrong type is reported before any work sta
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import yaml
@@ -24,6 +25,16 @@ def read_yaml(path: Path) -> object:
         raise PolyLMError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:
         raise PolyLMError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def read_json(path: Path, written_by: str) -> object:
+    """A JSON file a polylm command wrote (`written_by`, e.g. `polylm data prepare`), with errors that say so."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolyLMError(f"{path}: not found; is {path.parent} a directory written by `{written_by}`?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PolyLMError(f"{path}: not valid JSON ({exc})") from None
 
 
 def check_mapping(cls: type, values: object, where: str, require: bool = True) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polylm.configfile import build, read_yaml
+from polylm.configfile import build, read_json, read_yaml
 from polylm.data.bilingual import BilingualConfig, bilingual_documents
 from polylm.data.curriculum import CurriculumConfig, CurriculumSampler, SourceInfo, Stage, polylm_curriculum
 from polylm.data.documents import Document, Ledger
@@ -299,13 +299,7 @@ def open_sampler(data_dir: Path) -> CurriculumSampler:
 
 
 def load_summary(data_dir: Path) -> dict:
-    path = data_dir / "data.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolyLMError(f"{path}: not found; is {data_dir} a directory written by `polylm data prepare`?") from None
-    except json.JSONDecodeError as exc:
-        raise PolyLMError(f"{path}: not valid JSON ({exc})") from None
+    return read_json(data_dir / "data.json", "polylm data prepare")
 
 
 def stats(data_dir: Path) -> dict:

@@ -29,6 +29,7 @@ from typing import IO
 
 from tqdm import tqdm
 
+from polylm.configfile import read_json
 from polylm.data.filters import LanguageFilter
 from polylm.errors import PolyLMError
 from polylm.instruct.formats import UNKNOWN_LANG, Entry
@@ -213,13 +214,7 @@ def prepare(
 
 
 def load_stats(out: Path) -> dict:
-    path = Path(out) / "stats.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolyLMError(f"{path}: not found; is {out} a directory written by `polylm instruct prepare`?") from None
-    except json.JSONDecodeError as exc:
-        raise PolyLMError(f"{path}: not valid JSON ({exc})") from None
+    return read_json(Path(out) / "stats.json", "polylm instruct prepare")
 
 
 def read_split(out: Path, split: str = "train") -> list[Conversation]:

@@ -7,7 +7,6 @@ Pretraining (the curriculum of `polylm data prepare`) and instruction tuning (`p
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from polylm.data.curriculum import CurriculumSampler
-from polylm.data.prepare import open_sampler
+from polylm.data.prepare import load_summary, open_sampler
 from polylm.data.shards import ShardSet
 from polylm.loss import IGNORE_INDEX
 from polylm.tokenizer import Tokenizer
@@ -83,7 +82,7 @@ class PretrainingData:
     def validation(self, max_tokens: int, micro_batch: int) -> Iterator[MicroBatch]:
         """Each held-out source packed like training samples (windows of seq_len + 1 tokens, stride seq_len), up to
         `max_tokens` per source (`validation_fraction` of `polylm data prepare`)."""
-        summary = json.loads((self.data_dir / "data.json").read_text(encoding="utf-8"))
+        summary = load_summary(self.data_dir)
         for source in summary.get("validation", []):
             shards = ShardSet(self.data_dir / "validation" / source["name"])
             stream = np.concatenate([shards.document(i) for i in range(shards.num_documents)])[: max_tokens + 1]
