@@ -12,7 +12,7 @@ from polylm.serve.body import parse, read_json
 from polylm.serve.engine import Done, Failed, Step
 from polylm.serve.jobs import failure
 from polylm.serve.protocol import ChatCompletionRequest, bad_parameter
-from polylm.serve.responses import ChatLogprobs, final_text, new_id, now
+from polylm.serve.responses import ChatLogprobs, Head, final_text
 from polylm.serve.state import ServerState
 from polylm.serve.streaming import SSE_HEADERS, ChoiceStream, events, first_event, sse, usage_chunks
 from polylm.serve.work import Completion
@@ -59,36 +59,19 @@ def add_chat_route(app: FastAPI, state: ServerState) -> None:
                     "finish_reason": generation.finish_reason,
                 }
             )
-        return JSONResponse(
-            {
-                "id": new_id("chatcmpl"),
-                "object": "chat.completion",
-                "created": now(),
-                "model": state.model_name,
-                "choices": choices,
-                "usage": work.record_usage(completion_tokens),
-            }
-        )
+        head = Head.new("chatcmpl", "chat.completion", state.model_name)
+        return JSONResponse(head.body(choices, work.record_usage(completion_tokens)))
 
 
 async def stream_chat(work: Completion, body: ChatCompletionRequest, request: Request) -> StreamingResponse:
     first = await first_event(work, request)
-    state, response_id, created = work.state, new_id("chatcmpl"), now()
-    logprobs_on = body.logprobs
+    state = work.state
+    head = Head.new("chatcmpl", "chat.completion.chunk", state.model_name)
 
     def chunk(index: int, delta: dict, finish_reason: str | None, logprobs: dict | None = None) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-        return sse(
-            {
-                "id": response_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": state.model_name,
-                "choices": [choice],
-            }
-        )
+        return sse(head.body([{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]))
 
-    streams = {j: ChoiceStream(work, ChatLogprobs(work.tokenizer) if logprobs_on else None) for j in range(work.n)}
+    streams = {j: ChoiceStream(work, ChatLogprobs(work.tokenizer) if body.logprobs else None) for j in range(work.n)}
 
     async def generate() -> AsyncIterator[bytes]:
         completion_tokens = 0
@@ -104,13 +87,8 @@ async def stream_chat(work: Completion, body: ChatCompletionRequest, request: Re
                     work.note_first_token()
                     for update in event.rows:
                         for j in [update.row] if work.rows > 1 else range(work.n):
-                            stream = streams[j]
-                            delta = stream.text.add([update.token], finished=update.finish_reason is not None)
-                            logprobs = None
-                            if stream.logprobs is not None:
-                                stream.logprobs.add(update.token, update.logprob)
-                                logprobs = stream.logprobs.body(stream.sent_logprobs)
-                                stream.sent_logprobs = len(stream.logprobs.content)
+                            finished = update.finish_reason is not None
+                            delta, logprobs = streams[j].step(update.token, update.logprob, finished)
                             if delta or logprobs:
                                 yield chunk(j, {"content": delta}, None, logprobs)
                 elif isinstance(event, Done):
@@ -127,12 +105,6 @@ async def stream_chat(work: Completion, body: ChatCompletionRequest, request: Re
                     for j in range(work.n):
                         yield chunk(j, {}, "length")
                 include_usage = body.stream_options is not None and body.stream_options.include_usage
-                head = {
-                    "id": response_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": state.model_name,
-                }
                 for piece in usage_chunks(work, include_usage, head, completion_tokens):
                     yield piece
             yield sse("[DONE]")

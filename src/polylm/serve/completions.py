@@ -12,7 +12,7 @@ from polylm.serve.body import parse, read_json
 from polylm.serve.engine import Done, Failed, Scored, Step
 from polylm.serve.jobs import failure
 from polylm.serve.protocol import CompletionRequest, bad_parameter
-from polylm.serve.responses import CompletionLogprobs, final_text, new_id, now
+from polylm.serve.responses import CompletionLogprobs, Head, final_text
 from polylm.serve.state import ServerState
 from polylm.serve.streaming import SSE_HEADERS, ChoiceStream, events, first_event, sse, usage_chunks
 from polylm.serve.work import Completion
@@ -60,33 +60,17 @@ def add_completions_route(app: FastAPI, state: ServerState) -> None:
                         "finish_reason": generation.finish_reason,
                     }
                 )
-        return JSONResponse(
-            {
-                "id": new_id("cmpl"),
-                "object": "text_completion",
-                "created": now(),
-                "model": state.model_name,
-                "choices": choices,
-                "usage": work.record_usage(completion_tokens),
-            }
-        )
+        head = Head.new("cmpl", "text_completion", state.model_name)
+        return JSONResponse(head.body(choices, work.record_usage(completion_tokens)))
 
 
 async def stream_completion(work: Completion, body: CompletionRequest, request: Request) -> StreamingResponse:
     first = await first_event(work, request)
-    state, response_id, created = work.state, new_id("cmpl"), now()
+    state = work.state
+    head = Head.new("cmpl", "text_completion", state.model_name)
 
     def chunk(index: int, text: str, finish_reason: str | None, logprobs: dict | None) -> bytes:
-        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
-        return sse(
-            {
-                "id": response_id,
-                "object": "text_completion",
-                "created": created,
-                "model": state.model_name,
-                "choices": [choice],
-            }
-        )
+        return sse(head.body([{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]))
 
     streams = {}
     for index in range(len(work.works)):
@@ -104,7 +88,7 @@ async def stream_completion(work: Completion, body: CompletionRequest, request: 
                     stream.logprobs.add(token, entry)
                 stream.logprobs.restart(len(prompt.text))
                 logprobs = stream.logprobs.body()
-                stream.sent_logprobs = len(stream.logprobs.tokens)
+                stream.sent_logprobs = len(stream.logprobs)
             out.append(chunk(index * work.n + j, prompt.text, None, logprobs))
         return out
 
@@ -147,12 +131,8 @@ async def stream_completion(work: Completion, body: CompletionRequest, request: 
                         targets = [update.row] if work.rows > 1 else range(work.n)
                         for j in targets:
                             stream = streams[index * work.n + j]
-                            delta = stream.text.add([update.token], finished=update.finish_reason is not None)
-                            logprobs = None
-                            if stream.logprobs is not None:
-                                stream.logprobs.add(update.token, update.logprob)
-                                logprobs = stream.logprobs.body(stream.sent_logprobs)
-                                stream.sent_logprobs = len(stream.logprobs.tokens)
+                            finished = update.finish_reason is not None
+                            delta, logprobs = stream.step(update.token, update.logprob, finished)
                             if update.finish_reason is not None:
                                 stream.finished = True
                             if delta or logprobs is not None or update.finish_reason is not None:
@@ -163,7 +143,6 @@ async def stream_completion(work: Completion, body: CompletionRequest, request: 
                         yield piece
             else:
                 include_usage = body.stream_options is not None and body.stream_options.include_usage
-                head = {"id": response_id, "object": "text_completion", "created": created, "model": state.model_name}
                 for piece in usage_chunks(work, include_usage, head, completion_tokens):
                     yield piece
             yield sse("[DONE]")

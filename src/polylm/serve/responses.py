@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 from polylm.generate.text import _cut_at_stop, _withheld
 from polylm.serve.engine import TokenLogprob
@@ -22,6 +23,23 @@ def new_id(prefix: str) -> str:
 
 def now() -> int:
     return int(time.time())
+
+
+@dataclass(frozen=True)
+class Head:
+    """id, object, created and model: the fields that open every response body and every stream chunk."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+
+    @classmethod
+    def new(cls, id_prefix: str, object: str, model: str) -> Head:
+        return cls(new_id(id_prefix), object, now(), model)
+
+    def body(self, choices: list[dict], usage: dict | None = None) -> dict:
+        return {**asdict(self), "choices": choices, **({"usage": usage} if usage is not None else {})}
 
 
 class TokenTexts:
@@ -95,6 +113,9 @@ class CompletionLogprobs:
         top.setdefault(text, entry.logprob)
         self.top_logprobs.append(top)
 
+    def __len__(self) -> int:
+        return len(self.tokens)
+
     def restart(self, offset: int) -> None:
         """The generated tokens follow the echoed prompt: a new decoded text that starts at `offset`."""
         self.texts = TokenTexts(self.tokenizer)
@@ -133,6 +154,9 @@ class ChatLogprobs:
         self.content.append(
             {"token": text, "logprob": entry.logprob, "bytes": list(text.encode()), "top_logprobs": top}
         )
+
+    def __len__(self) -> int:
+        return len(self.content)
 
     def body(self, start: int = 0) -> dict:
         return {"content": self.content[start:]}

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 from fastapi import Request
 
-from polylm.serve.engine import Event, Failed
+from polylm.serve.engine import Event, Failed, TokenLogprob
 from polylm.serve.jobs import failure, watch_disconnect
 from polylm.serve.protocol import APIError
-from polylm.serve.responses import StreamText
+from polylm.serve.responses import Head, StreamText
 from polylm.serve.work import Completion
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -23,11 +23,10 @@ def sse(payload: dict | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-def usage_chunks(work: Completion, include_usage: bool, head: dict, completion_tokens: int) -> list[bytes]:
-    """Record the stream's usage; the usage chunk when the client asked for it (`stream_options.include_usage`).
-    `head` holds the stream's id, object, created and model fields."""
+def usage_chunks(work: Completion, include_usage: bool, head: Head, completion_tokens: int) -> list[bytes]:
+    """Record the stream's usage; the usage chunk when the client asked for it (`stream_options.include_usage`)."""
     usage = work.record_usage(completion_tokens)
-    return [sse({**head, "choices": [], "usage": usage})] if include_usage else []
+    return [sse(head.body([], usage))] if include_usage else []
 
 
 async def first_event(work: Completion, request: Request) -> tuple[int, Event] | None:
@@ -63,3 +62,14 @@ class ChoiceStream:
         self.logprobs = logprobs_builder
         self.sent_logprobs = 0
         self.finished = False
+
+    def step(self, token: int, logprob: TokenLogprob | None, finished: bool) -> tuple[str, dict | None]:
+        """The text this token adds (possibly empty: a stop string may be forming) and its not yet sent
+        log-probabilities (None when the request asked for none)."""
+        delta = self.text.add([token], finished=finished)
+        if self.logprobs is None:
+            return delta, None
+        self.logprobs.add(token, logprob)
+        logprobs = self.logprobs.body(self.sent_logprobs)
+        self.sent_logprobs = len(self.logprobs)
+        return delta, logprobs
