@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from polylm.config import ACTIVATIONS, ModelConfig
+from polylm.configfile import read_json
 from polylm.errors import PolyLMError
 from polylm.model import PolyLM
 from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
@@ -32,15 +33,6 @@ CONV1D_KEY = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolyLMError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PolyLMError(f"{path}: not valid JSON ({exc})") from None
 
 
 def config_from_hf(hf: dict, source: Path) -> ModelConfig:
@@ -129,7 +121,7 @@ def read_config(model_dir: str | Path) -> ModelConfig:
     if not model_dir.is_dir():
         raise PolyLMError(f"{model_dir}: model directory not found")
     path = model_dir / "config.json"
-    return config_from_hf(_read_json(path), path)
+    return config_from_hf(read_json(path), path)
 
 
 def weight_files(model_dir: Path) -> list[Path]:
@@ -137,7 +129,7 @@ def weight_files(model_dir: Path) -> list[Path]:
     for index_name in WEIGHT_INDEXES:
         index_path = model_dir / index_name
         if index_path.exists():
-            weight_map = _read_json(index_path).get("weight_map")
+            weight_map = read_json(index_path).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise PolyLMError(f"{index_path}: key 'weight_map' is missing or empty")
             files = [model_dir / name for name in dict.fromkeys(weight_map.values())]

@@ -27,11 +27,14 @@ def read_yaml(path: Path) -> object:
         raise PolyLMError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
-def read_json(path: Path, written_by: str) -> object:
-    """A JSON file a polylm command wrote (`written_by`, e.g. `polylm data prepare`), with errors that say so."""
+def read_json(path: Path, written_by: str | None = None) -> object:
+    """A JSON file (a model's config.json, or a summary a polylm command wrote: `written_by`, e.g. `polylm data
+    prepare`, which the not-found error then names)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if written_by is None:
+            raise PolyLMError(f"{path}: file not found") from None
         raise PolyLMError(f"{path}: not found; is {path.parent} a directory written by `{written_by}`?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PolyLMError(f"{path}: not valid JSON ({exc})") from None
