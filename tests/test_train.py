@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,11 +135,59 @@ def test_kill_9_at_a_random_step_then_resume(tmp_path, data_dir):
     assert _losses(killed) == _losses(whole)
 
 
+def test_a_fresh_run_refuses_a_directory_holding_an_earlier_run(tmp_path, data_dir, capsys):
+    run = tmp_path / "run"
+    config = str(_config_file(tmp_path, data_dir, max_steps=4))
+    assert main(["pretrain", "--config", config, "--out", str(run)]) == 0
+    metrics = (run / "metrics.jsonl").read_text()
+    assert main(["pretrain", "--config", config, "--out", str(run), "--max-steps", "2"]) == 1
+    assert "holds an earlier run (checkpoints up to step-00000004); continue it with --resume auto" in (
+        capsys.readouterr().err
+    )
+    assert (run / "metrics.jsonl").read_text() == metrics
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000004"]
+
+
+# Runs the CLI with DCP's save wrapped so that the process SIGKILLs itself inside the save of step 8: the weights
+# are on disk, the trainer state and the rename to the final name are not.
+KILLED_WHILE_SAVING_STEP_8 = """
+import os, signal, sys
+from polylm.cli import main
+from polylm.train import checkpointing
+
+real_save = checkpointing.dcp.save
+def save_then_die(state, checkpoint_id, **kwargs):
+    real_save(state, checkpoint_id=checkpoint_id, **kwargs)
+    if ".step-00000008.tmp" in str(checkpoint_id):
+        os.kill(os.getpid(), signal.SIGKILL)
+checkpointing.dcp.save = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, data_dir):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    config = str(_config_file(tmp_path, data_dir))
+    assert main(["pretrain", "--config", config, "--out", str(whole)]) == 0
+    command = [sys.executable, "-c", KILLED_WHILE_SAVING_STEP_8, "pretrain", "--config", config, "--out", str(killed)]
+    assert subprocess.run(command, capture_output=True).returncode == -signal.SIGKILL
+    half_written = killed / "checkpoints" / ".step-00000008.tmp"
+    assert (half_written / "weights").is_dir() and not (half_written / "trainer.pt").exists()
+    assert [p.name for p in list_checkpoints(killed)] == ["step-00000004"]
+    assert main(["pretrain", "--config", config, "--out", str(killed), "--resume", "auto"]) == 0
+    assert _losses(killed) == _losses(whole)
+    assert [p.name for p in list_checkpoints(killed)] == ["step-00000004", "step-00000008", "step-00000012"]
+    assert not half_written.exists()
+
+
 def test_export_loads_in_transformers(tmp_path, data_dir):
     run = tmp_path / "run"
     assert main(["pretrain", "--config", str(_config_file(tmp_path, data_dir, max_steps=4)), "--out", str(run)]) == 0
+    copied = tmp_path / "copied-checkpoint"  # a checkpoint carries its tokenizer: it exports away from its run
+    shutil.copytree(list_checkpoints(run)[-1], copied)
     out = tmp_path / "hf"
-    assert main(["export", str(list_checkpoints(run)[-1]), "--out", str(out)]) == 0
+    assert main(["export", str(copied), "--out", str(out)]) == 0
     ids = torch.randint(3, 1500, (2, 30))
     with torch.no_grad():
         theirs = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits

@@ -11,7 +11,8 @@ bilingual up-weighting are our defaults). Following Megatron's blended dataset, 
 - within a stage, global samples are dealt to sources by Megatron's greedy rule (always to the source
   furthest below its weight), so every prefix of the stage matches the weights to within one sample;
 - a source's sample counter runs on across stages, so stage 2 continues where stage 1 stopped;
-- a source used up starts a new epoch in a new order (a warning, and a count in `exhausted`).
+- a source used up starts a new epoch in a new order (one warning per source, not one per epoch; `exhausted`
+  holds the highest epoch each source reached).
 
 Every rank and every resume computes the same sample for the same index; `state_dict` holds the next index
 and a fingerprint of the shards and the mixture, and loading refuses a changed fingerprint unless forced.
@@ -188,11 +189,13 @@ class CurriculumSampler:
         while position < end:
             epoch, offset = divmod(position, total)
             if epoch > 0 and self.exhausted.get(info.name, 0) < epoch:
+                if info.name not in self.exhausted:
+                    warnings.warn(
+                        f"curriculum: source {info.name!r} ({total} tokens) is used up; reusing it, in a new order "
+                        "each epoch (warned once per source)",
+                        stacklevel=3,
+                    )
                 self.exhausted[info.name] = epoch
-                warnings.warn(
-                    f"curriculum: source {info.name!r} ({total} tokens) is used up; reusing it (epoch {epoch + 1})",
-                    stacklevel=3,
-                )
             order, offsets = self._epoch(source, epoch)
             doc = int(np.searchsorted(offsets, offset, side="right") - 1)
             while position < end and doc < len(order):

@@ -4,7 +4,8 @@
 - `weights/`: model and optimizer through `torch.distributed.checkpoint` (DCP). Under FSDP each rank writes its
   own shards; one process or DDP writes whole tensors. DCP reshards on load, so any engine reads any checkpoint;
 - `trainer.pt`: step, tokens seen, sampler state, RNG states, world size, model config;
-- `train_config.json`: the resolved config.
+- `train_config.json`: the resolved config;
+- `tokenizer/`: the run's tokenizer, so that a checkpoint copied anywhere exports on its own.
 Everything is written into `.step-NNNNNNNN.tmp`, flushed to disk, then renamed: a save killed half-way leaves only
 the hidden directory, which is never picked (and is cleared by the next save of that step).
 """
@@ -79,6 +80,7 @@ def save_checkpoint(
     if world.main:
         torch.save(trainer_state, temporary / "trainer.pt")
         (temporary / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        shutil.copytree(run_dir / "tokenizer", temporary / "tokenizer")
         _fsync_tree(temporary)
         if final.exists():
             shutil.rmtree(final)
@@ -128,5 +130,4 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     model.load_state_dict(weights["model"])
     if trainer_state.get("lora"):
         model = merge_lora(model)
-    tokenizer_dir = checkpoint.parent.parent / "tokenizer"
-    return save_model(model, out, tokenizer=Tokenizer.from_dir(tokenizer_dir))
+    return save_model(model, out, tokenizer=Tokenizer.from_dir(checkpoint / "tokenizer"))

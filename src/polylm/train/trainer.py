@@ -156,6 +156,18 @@ def _check_batch(config: TrainConfig, seq_len: int, num_samples: int, world: Wor
     return samples_per_step
 
 
+def _check_fresh_run_dir(run_dir: Path) -> None:
+    """A run without `--resume auto` starts at step 0: refuse a directory that holds an earlier run, whose
+    metrics it would truncate and whose checkpoints it would overwrite or rotate away."""
+    checkpoints = list_checkpoints(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if checkpoints or (metrics.exists() and metrics.stat().st_size):
+        held = f"checkpoints up to {checkpoints[-1].name}" if checkpoints else "metrics.jsonl"
+        raise PolyLMError(
+            f"{run_dir}: holds an earlier run ({held}); continue it with --resume auto, or choose a new --out"
+        )
+
+
 def _check_world_size(checkpoint: Path, trainer_state: dict, config: TrainConfig, world: World) -> None:
     written_by = trainer_state["world_size"]
     if written_by != world.size and not config.run.allow_world_size_change:
@@ -208,6 +220,8 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None, data: T
     engine = resolve_engine(config.parallel.engine, world)
     data = data if data is not None else PretrainingData(Path(config.data))
     samples_per_step = _check_batch(config, data.seq_len, data.num_samples, world, Path(config.data))
+    if resume != "auto":
+        _check_fresh_run_dir(run_dir)
     checkpoints = list_checkpoints(run_dir) if resume == "auto" else []
     trainer_state = read_trainer_state(checkpoints[-1]) if checkpoints else None
     if trainer_state is not None:
