@@ -170,6 +170,7 @@ def test_finetuning_on_multialpaca_lowers_response_loss_per_language(tmp_path, c
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # the direct dcp.load below
 def test_lora_merge_equals_base_plus_adapter(tmp_path, corpus_tokenizer, multialpaca_dir):
     from polylm.train.checkpointing import read_trainer_state
     from polylm.train.config import LoraSection

@@ -245,8 +245,9 @@ def test_torchrun_equals_one_process(tmp_path, data_dir, engine):
     assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["world_size"] for r in records] == [2] * 5
-    for single, double in zip(_losses(one), _losses(two), strict=True):
-        assert abs(single - double) <= 1e-5
+    gaps = [abs(single - double) for single, double in zip(_losses(one), _losses(two), strict=True)]
+    print(f"{engine}: 2 ranks vs 1 process, largest per-step loss gap over 5 steps {max(gaps):.1e}")
+    assert max(gaps) <= 1e-5
 
     exported = {}
     for run in (one, two):
