@@ -199,11 +199,6 @@ class SelfInstruct:
             parsed = parse_answer(completion.text, first, completion.finish_reason == "length")
             return parsed if parsed and (parsed.tasks or parsed.truncated) else None
 
-        def count(cause: str | None) -> None:
-            stats.requests += 1
-            if cause:
-                stats.retries[cause] += 1
-
         stats.rounds += 1
         parsed = await self.client.complete(
             generation_prompt(self.filters[lang].locale, demos, self.config.new_per_prompt),
@@ -212,7 +207,7 @@ class SelfInstruct:
             temperature=self.config.temperature,
             top_p=self.config.top_p,
             stop=[f"{last + 1}. Instruction"],
-            on_attempt=count,
+            on_attempt=stats.count_attempt,
         )
         if parsed is None:
             stats.unparsable += 1

@@ -22,7 +22,7 @@ from polylm.selfinstruct.parser import parse_answer
 from polylm.selfinstruct.prompts import translation_prompt
 from polylm.selfinstruct.state import Store, read_jsonl
 from polylm.selfinstruct.stats import LanguageStats
-from polylm.selfinstruct.task import Task, make_task
+from polylm.selfinstruct.task import Task, make_task, task_from_record
 
 
 def read_seed_file(path: Path) -> list[tuple[str, Task]]:
@@ -67,11 +67,6 @@ async def translate_seeds(
     given_up = set(stats.seeds.get("dropped_ids", []))
     todo = [(seed_id, task) for seed_id, task in english if seed_id not in cached and seed_id not in given_up]
 
-    def count(cause: str | None) -> None:
-        stats.requests += 1
-        if cause:
-            stats.retries[cause] += 1
-
     def parse(completion: Completion) -> Task | None:
         parsed = parse_answer(completion.text, 1)
         tasks = parsed.tasks if parsed else []
@@ -80,7 +75,7 @@ async def translate_seeds(
     async def one(seed_id: str, task: Task) -> None:
         prompt = translation_prompt(check.locale, task)
         translated = await client.complete(
-            prompt, parse, max_tokens=max_tokens, temperature=temperature, on_attempt=count
+            prompt, parse, max_tokens=max_tokens, temperature=temperature, on_attempt=stats.count_attempt
         )
         reason = "unparsable" if translated is None else check.language_mismatch(translated)
         if reason:
@@ -92,4 +87,4 @@ async def translate_seeds(
         save()
 
     await asyncio.gather(*(one(seed_id, task) for seed_id, task in todo))
-    return [make_task(row.get("instruction"), row.get("input"), row.get("output")) for row in store.load_cache(lang)]
+    return [task_from_record(row) for row in store.load_cache(lang)]

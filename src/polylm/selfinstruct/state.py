@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from polylm.errors import PolyLMError
-from polylm.selfinstruct.task import Task, make_task
+from polylm.selfinstruct.task import Task, task_from_record
 
 
 def repair(path: Path) -> int:
@@ -98,7 +98,7 @@ class Store:
         repair(path)
         if not path.exists():
             return []
-        return [make_task(row.get("instruction"), row.get("input"), row.get("output")) for row in read_jsonl(path)]
+        return [task_from_record(row) for row in read_jsonl(path)]
 
     def append_records(self, lang: str, tasks: list[Task]) -> None:
         _append(self.records_path(lang), [task.record() for task in tasks])

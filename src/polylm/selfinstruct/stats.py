@@ -30,6 +30,12 @@ class LanguageStats:
     seeds: dict = field(default_factory=dict)
     """`source` (file, translated), `count`, and for translated seeds `translated` and `dropped` by reason."""
 
+    def count_attempt(self, cause: str | None) -> None:
+        """`ChatClient.complete`'s `on_attempt`: one request sent, and its failure cause if it failed."""
+        self.requests += 1
+        if cause:
+            self.retries[cause] += 1
+
     def to_dict(self) -> dict:
         return {
             "target": self.target,

@@ -44,3 +44,8 @@ def clean_input(text: str | None) -> str:
 
 def make_task(instruction: str | None, input_text: str | None, output: str | None) -> Task:
     return Task(clean_instruction(instruction or ""), clean_input(input_text), _unmarked(output or ""))
+
+
+def task_from_record(row: dict) -> Task:
+    """The task of a MultiAlpaca line (`instruction`, `input`, `output`; a missing field is empty)."""
+    return make_task(row.get("instruction"), row.get("input"), row.get("output"))
