@@ -212,14 +212,14 @@ def test_unexpected_tensor(tmp_path, capsys):
     assert "unexpected tensors transformer.h.0.attn.rotary.inv_freq (in model.safetensors)" in _cli_error(capsys, model)
 
 
-def test_tokenizer_vocab_size_mismatch(tmp_path, capsys, corpus_tokenizer):
+def test_tokenizer_larger_than_the_embedding(tmp_path, capsys, corpus_tokenizer):
     model = _saved(tmp_path)  # vocab 1000 model
     shutil.copy(corpus_tokenizer.model_file, model / "tokenizer.model")
     config = json.loads((model / "config.json").read_text())
-    config["vocab_size"] = corpus_tokenizer.vocab_size + 1
+    config["vocab_size"] = corpus_tokenizer.vocab_size - 1
     (model / "config.json").write_text(json.dumps(config))
     err = _cli_error(capsys, model)
-    assert f"tokenizer has {corpus_tokenizer.vocab_size} pieces" in err and "'vocab_size'" in err
+    assert f"tokenizer has {corpus_tokenizer.vocab_size} pieces" in err and "'vocab_size' is only" in err
 
 
 @pytest.mark.parametrize("layout", ["safetensors", "bin"])

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from polylm.config import ACTIVATIONS, ModelConfig
 from polylm.configfile import read_json
 from polylm.errors import PolyLMError
+from polylm.inference import INFERENCE_ONLY
 from polylm.model import PolyLM
 from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
 
@@ -33,6 +34,8 @@ CONV1D_KEY = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+QUANTIZED_MODEL_TYPE = "polylm_quantized"
+"""`model_type` of a directory written by `polylm quantize`: transformers and earlier polylm refuse it by name."""
 
 
 def config_from_hf(hf: dict, source: Path) -> ModelConfig:
@@ -116,12 +119,20 @@ def config_to_hf(config: ModelConfig) -> dict:
     }
 
 
-def read_config(model_dir: str | Path) -> ModelConfig:
+def read_hf_config(model_dir: str | Path) -> dict:
+    """The raw `config.json` of a model directory."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise PolyLMError(f"{model_dir}: model directory not found")
-    path = model_dir / "config.json"
-    return config_from_hf(read_json(path), path)
+    return read_json(model_dir / "config.json")
+
+
+def read_config(model_dir: str | Path) -> ModelConfig:
+    """The model's shape, from a Hugging Face directory or one written by `polylm quantize`."""
+    hf = read_hf_config(model_dir)
+    if hf.get("model_type") == QUANTIZED_MODEL_TYPE:
+        hf = {**hf, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}
+    return config_from_hf(hf, Path(model_dir) / "config.json")
 
 
 def weight_files(model_dir: Path) -> list[Path]:
@@ -157,7 +168,7 @@ SAFETENSORS_DTYPES = {
 }
 
 
-class _Scratch:
+class Scratch:
     """One reusable staging buffer: freeing and re-allocating a temporary per tensor fragments the heap
     (glibc keeps the freed pages), which costs more resident memory than the largest tensor itself."""
 
@@ -181,7 +192,7 @@ class _SafetensorsEntry:
     def __init__(self, handle, file: Path, key: str, dtype: torch.dtype, shape: tuple[int, ...], start: int) -> None:
         self.handle, self.file, self.key, self.dtype, self.shape, self.start = handle, file, key, dtype, shape, start
 
-    def copy_to(self, target: torch.Tensor, transpose: bool, scratch: _Scratch) -> None:
+    def copy_to(self, target: torch.Tensor, transpose: bool, scratch: Scratch) -> None:
         direct = not transpose and target.dtype == self.dtype and target.device.type == "cpu"
         buffer = target if direct else scratch.get(self.shape, self.dtype)
         self.handle.seek(self.start)
@@ -194,9 +205,9 @@ class _SafetensorsEntry:
 
 class _TorchEntry:
     def __init__(self, tensor: torch.Tensor) -> None:
-        self.tensor, self.shape = tensor, tuple(tensor.shape)
+        self.tensor, self.shape, self.dtype = tensor, tuple(tensor.shape), tensor.dtype
 
-    def copy_to(self, target: torch.Tensor, transpose: bool, scratch: _Scratch) -> None:
+    def copy_to(self, target: torch.Tensor, transpose: bool, scratch: Scratch) -> None:
         target.copy_(self.tensor.t() if transpose else self.tensor)
 
 
@@ -241,53 +252,103 @@ def _torch_entries(file: Path) -> Iterator[tuple[str, _TorchEntry]]:
         yield key, _TorchEntry(tensor)
 
 
+class StoredTensor:
+    """One weight of a model directory, named and oriented as polylm's model has it (HF Conv1D transposed)."""
+
+    def __init__(self, file: Path, key: str, entry: _SafetensorsEntry | _TorchEntry) -> None:
+        self.file, self.key, self.entry = file, key, entry
+        self.name = key.removeprefix("transformer.")
+        self.transposed = bool(CONV1D_KEY.search(self.name))
+        self.shape = entry.shape[::-1] if self.transposed else entry.shape
+        self.dtype = entry.dtype
+
+    @property
+    def entry_bytes(self) -> int:
+        """Its size as stored."""
+        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
+
+    def copy_to(self, target: torch.Tensor, scratch: Scratch) -> None:
+        self.entry.copy_to(target, self.transposed, scratch)
+
+    def read(self, dtype: torch.dtype, scratch: Scratch) -> torch.Tensor:
+        """A new tensor in `dtype` (the checkpoint's values, converted)."""
+        target = torch.empty(self.shape, dtype=dtype)
+        self.copy_to(target, scratch)
+        return target
+
+
+def stored_tensors(model_dir: Path, expected: dict[str, tuple[int, ...]]) -> Iterator[StoredTensor]:
+    """The weights of `model_dir` one shard at a time, each checked against `expected` (name -> shape).
+
+    Converters' buffers and the tied output layer are skipped; an unexpected, misshapen or missing tensor is a
+    PolyLMError naming the file (missing ones once every shard was read).
+    """
+    seen: set[str] = set()
+    unexpected: list[str] = []
+    files = weight_files(model_dir)
+    with tqdm(files, desc="reading shards", unit="shard", disable=len(files) < 2) as progress:
+        for file in progress:
+            entries = _safetensors_entries(file) if file.suffix == ".safetensors" else _torch_entries(file)
+            for key, entry in entries:
+                if IGNORED_KEY.search(key):
+                    continue
+                tensor = StoredTensor(file, key, entry)
+                if tensor.name not in expected:
+                    unexpected.append(f"{key} (in {file.name})")
+                    continue
+                if tensor.shape != tuple(expected[tensor.name]):
+                    want = expected[tensor.name][::-1] if tensor.transposed else expected[tensor.name]
+                    raise PolyLMError(
+                        f"{file}: tensor {key!r} has shape {entry.shape}, expected {tuple(want)} "
+                        f"from {model_dir / 'config.json'}"
+                    )
+                yield tensor
+                seen.add(tensor.name)
+    if unexpected:
+        raise PolyLMError(f"{model_dir}: unexpected tensors {', '.join(unexpected[:5])}" + _more(unexpected))
+    missing = [name for name in expected if name not in seen]
+    if missing:
+        raise PolyLMError(f"{model_dir}: missing tensors {', '.join(missing[:5])}" + _more(missing))
+
+
+def check_tokenizer(model_dir: Path, config: ModelConfig) -> None:
+    """A tokenizer beside the weights must not have more pieces than the embedding has rows.
+
+    Fewer is fine: Megatron pads the embedding to a multiple of 128 x tensor-parallel size, and the padded rows are
+    never produced by the tokenizer (they decode to nothing).
+    """
+    if (model_dir / TOKENIZER_FILE).exists():
+        tokenizer_vocab = Tokenizer.from_dir(model_dir).vocab_size
+        if tokenizer_vocab > config.vocab_size:
+            raise PolyLMError(
+                f"{model_dir / TOKENIZER_FILE}: tokenizer has {tokenizer_vocab} pieces but "
+                f"{model_dir / 'config.json'} key 'vocab_size' is only {config.vocab_size}"
+            )
+
+
 def load_model(
     model_dir: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"
 ) -> PolyLM:
-    """Load a Hugging Face PolyLM/GPT-2 directory; `dtype` defaults to the config's `torch_dtype`."""
+    """Load a Hugging Face PolyLM/GPT-2 directory; `dtype` defaults to the config's `torch_dtype`.
+
+    A directory written by `polylm quantize` loads as the quantized model (CPU only).
+    """
     model_dir = Path(model_dir)
+    if read_hf_config(model_dir).get("model_type") == QUANTIZED_MODEL_TYPE:
+        from polylm.quantize.load import load_quantized
+
+        return load_quantized(model_dir, dtype, device)
     config = read_config(model_dir)
-    if (model_dir / TOKENIZER_FILE).exists():
-        tokenizer_vocab = Tokenizer.from_dir(model_dir).vocab_size
-        if tokenizer_vocab != config.vocab_size:
-            raise PolyLMError(
-                f"{model_dir / TOKENIZER_FILE}: tokenizer has {tokenizer_vocab} pieces but "
-                f"{model_dir / 'config.json'} key 'vocab_size' is {config.vocab_size}"
-            )
+    check_tokenizer(model_dir, config)
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else (dtype or DTYPES[config.dtype])
     with torch.device("meta"):
         model = PolyLM(config)
     model.to(torch_dtype).to_empty(device=device)
-    expected = dict(model.named_parameters())
-    loaded: set[str] = set()
-    unexpected: list[str] = []
-    scratch = _Scratch()
-    files = weight_files(model_dir)
-    with torch.no_grad(), tqdm(files, desc="loading shards", unit="shard", disable=len(files) < 2) as progress:
-        for file in progress:
-            entries = _safetensors_entries(file) if file.suffix == ".safetensors" else _torch_entries(file)
-            for key, entry in entries:
-                name = key.removeprefix("transformer.")
-                if IGNORED_KEY.search(key):
-                    continue
-                if name not in expected:
-                    unexpected.append(f"{key} (in {file.name})")
-                    continue
-                transpose = bool(CONV1D_KEY.search(name))
-                target = expected[name]
-                stored_shape = entry.shape[::-1] if transpose else entry.shape
-                if stored_shape != tuple(target.shape):
-                    raise PolyLMError(
-                        f"{file}: tensor {key!r} has shape {entry.shape}, expected "
-                        f"{tuple(target.shape[::-1] if transpose else target.shape)} from {model_dir / 'config.json'}"
-                    )
-                entry.copy_to(target, transpose, scratch)
-                loaded.add(name)
-    if unexpected:
-        raise PolyLMError(f"{model_dir}: unexpected tensors {', '.join(unexpected[:5])}" + _more(unexpected))
-    missing = [name for name in expected if name not in loaded]
-    if missing:
-        raise PolyLMError(f"{model_dir}: missing tensors {', '.join(missing[:5])}" + _more(missing))
+    parameters = dict(model.named_parameters())
+    scratch = Scratch()
+    with torch.no_grad():
+        for tensor in stored_tensors(model_dir, {name: p.shape for name, p in parameters.items()}):
+            tensor.copy_to(parameters[tensor.name], scratch)
     model.config = config.replace(dtype=str(torch_dtype).removeprefix("torch."))
     return model.eval()
 
@@ -313,12 +374,16 @@ def save_model(
     Shards are planned from the shapes first, then converted and written one at a time, so saving
     needs at most one shard of extra memory.
     """
+    if getattr(model, INFERENCE_ONLY, False):
+        raise PolyLMError(
+            "this model was prepared for inference (its layers were repacked); save the model it was loaded from"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = model.config.replace(dtype=dtype or str(model.wte.weight.dtype).removeprefix("torch."))
-    if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
+    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
         raise PolyLMError(
-            f"tokenizer has {tokenizer.vocab_size} pieces but the model's vocab_size is {config.vocab_size}"
+            f"tokenizer has {tokenizer.vocab_size} pieces but the model's vocab_size is only {config.vocab_size}"
         )
     torch_dtype = DTYPES[config.dtype]
     element_size = torch.empty((), dtype=torch_dtype).element_size()

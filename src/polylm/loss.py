@@ -76,3 +76,19 @@ def linear_cross_entropy(
         else:
             mean, losses, _, _ = _chunked(flat_hidden, weight, flat_targets, chunk, with_grads=False)
     return mean, losses.view(targets.shape)
+
+
+def logits_cross_entropy(
+    hidden: torch.Tensor, attend, targets: torch.Tensor, chunk: int = CHUNK_TOKENS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same result as `linear_cross_entropy` through any output layer (`attend`: hidden -> logits), without
+    gradients: how quantized models, whose output layer is not a plain matrix, are scored."""
+    flat_hidden, flat_targets = hidden.flatten(0, -2), targets.flatten()
+    counted = flat_targets != IGNORE_INDEX
+    losses = torch.zeros(flat_targets.shape, dtype=torch.float32, device=hidden.device)
+    for start in range(0, flat_hidden.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        logits = attend(flat_hidden[rows]).float()
+        picked = logits.gather(1, flat_targets[rows].clamp(min=0)[:, None]).squeeze(1)
+        losses[rows] = torch.where(counted[rows], torch.logsumexp(logits, dim=-1) - picked, 0.0)
+    return losses.sum() / max(int(counted.sum()), 1), losses.view(targets.shape)

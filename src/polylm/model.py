@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polylm.config import TANH_GELU_NAMES, ModelConfig
-from polylm.loss import linear_cross_entropy
+from polylm.loss import linear_cross_entropy, logits_cross_entropy
 
 
 class Mask(NamedTuple):
@@ -56,6 +56,17 @@ class KVCache:
         filled = slice(0, self.length)
         self.keys[:, :, :, filled] = self.keys[:, batch_index, :, filled]
         self.values[:, :, :, filled] = self.values[:, batch_index, :, filled]
+
+
+class TiedEmbedding(nn.Embedding):
+    """The token embedding, also the output layer: `attend` multiplies hidden states by its transpose.
+
+    Inference backends swap this module for one with a faster `attend` (`polylm.inference`) or with int8
+    weights (`polylm.quantize`); everything that needs logits goes through `attend`.
+    """
+
+    def attend(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.weight)
 
 
 class CausalSelfAttention(nn.Module):
@@ -105,7 +116,7 @@ class PolyLM(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.wte = TiedEmbedding(config.vocab_size, config.hidden_size)
         self.wpe = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.h = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -125,22 +136,18 @@ class PolyLM(nn.Module):
                     module.weight.fill_(1.0)
                     module.bias.zero_()
 
-    def optimize_for_inference(self) -> PolyLM:
-        """Store the tied embedding column-major, in place; values are unchanged.
+    @property
+    def device(self) -> torch.device:
+        return self.wpe.weight.device
 
-        The output layer computes x @ wte.T: with wte column-major that operand is contiguous and the CPU
-        GEMM runs 1.15x (batch 1) to 1.6x (batch 8) faster for a 256K vocabulary, while row lookups for the
-        input embedding barely notice. Meant for decoding; training keeps the default row-major layout.
-        """
-        weight = self.wte.weight
-        if weight.stride() != (1, weight.shape[0]):
-            weight.data = weight.data.t().contiguous().t()
-        return self.eval()
+    @property
+    def activation_dtype(self) -> torch.dtype:
+        """The dtype of hidden states and of the KV cache (the weights may be stored narrower, once quantized)."""
+        return self.wpe.weight.dtype
 
     def new_cache(self, batch_size: int, max_length: int | None = None) -> KVCache:
-        weight = self.wte.weight
         length = max_length or self.config.max_position_embeddings
-        return KVCache(self.config, batch_size, length, weight.device, weight.dtype)
+        return KVCache(self.config, batch_size, length, self.device, self.activation_dtype)
 
     def forward(
         self,
@@ -166,8 +173,10 @@ class PolyLM(nn.Module):
         """
         hidden = self.hidden_states(input_ids, attention_mask, position_ids, cache, last_token_only, segment_ids)
         if targets is not None:
-            return linear_cross_entropy(hidden, self.wte.weight, targets)
-        return F.linear(hidden, self.wte.weight)
+            if isinstance(self.wte, TiedEmbedding):
+                return linear_cross_entropy(hidden, self.wte.weight, targets)
+            return logits_cross_entropy(hidden, self.wte.attend, targets)  # a quantized output layer
+        return self.wte.attend(hidden)
 
     def hidden_states(
         self,

@@ -82,3 +82,62 @@ def render_messages(template: str, messages: Sequence[tuple[str, str]]) -> str:
         else:
             query[0] = first
     return render_prompt(template, "\n".join(query), turns)
+
+
+# The same formats as Jinja chat templates, for runtimes that format conversations themselves (llama.cpp's server,
+# llama-cpp-python, Ollama and LM Studio read `tokenizer.chat_template` from a GGUF). Each renders an OpenAI-style
+# `messages` list exactly as `render_messages` does; a conversation ending with an assistant message renders its
+# turns only. Written with what both Python's jinja2 and llama.cpp's own Jinja engine understand: namespaces,
+# string methods, raise_exception; no regex, so the newline collapsing of `multialpaca` halves runs of newlines
+# 32 times (enough for runs shorter than 2**32).
+_JINJA_PREAMBLE = (
+    "{%- set system = namespace(text=none) -%}"
+    "{%- for m in messages -%}{%- if m['role'] in ['system', 'developer'] -%}"
+    "{%- if system.text is none -%}{%- set system.text = m['content'] -%}"
+    "{%- else -%}{%- set system.text = system.text + '\\n' + m['content'] -%}{%- endif -%}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- set state = namespace(query=none, first=true) -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'user' -%}"
+    "{%- if state.query is none -%}"
+    "{%- if state.first and system.text is not none -%}{%- set state.query = system.text + '\\n' + m['content'] -%}"
+    "{%- else -%}{%- set state.query = m['content'] -%}{%- endif -%}"
+    "{%- set state.first = false -%}"
+    "{%- else -%}{%- set state.query = state.query + '\\n' + m['content'] -%}{%- endif -%}"
+    "{%- elif m['role'] == 'assistant' -%}"
+    "{%- if state.query is none -%}{{ raise_exception('an assistant message must follow a user message') }}"
+    "{%- endif -%}"
+    "{%- set query = state.query -%}{%- set response = m['content'] -%}"
+)
+_JINJA_MIDDLE = (
+    "{%- set state.query = none -%}"
+    "{%- elif m['role'] not in ['system', 'developer'] -%}"
+    "{{ raise_exception('unknown role ' + m['role'] + '; use system, user or assistant') }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if state.query is not none -%}{%- set query = state.query -%}"
+)
+_JINJA_END = "{%- endif -%}"
+_COLLAPSE = (
+    "{%- set collapsed = namespace(text=query) -%}"
+    "{%- for _ in range(32) -%}{%- set collapsed.text = collapsed.text.replace('\\n\\n', '\\n') -%}{%- endfor -%}"
+)
+_JINJA_TURNS = {
+    "plain": ("{{ query }}{{ response }}", "{{ query }}"),
+    "multialpaca": (
+        _COLLAPSE + "{{ collapsed.text }}{{ '\\n\\n' }}{{ response }}{{ '\\n' }}",
+        _COLLAPSE + "{{ collapsed.text }}{{ '\\n\\n' }}",
+    ),
+    "chat": (
+        "{{ '<|user|>\\n' }}{{ query }}{{ '\\n<|assistant|>\\n' }}{{ response }}{{ '\\n' }}",
+        "{{ '<|user|>\\n' }}{{ query }}{{ '\\n<|assistant|>\\n' }}",
+    ),
+}
+
+
+def jinja_template(template: str) -> str:
+    """`template` as a Jinja chat template over OpenAI-style messages, equal to `render_messages(template, ...)`."""
+    if template not in _JINJA_TURNS:
+        raise PolyLMError(f"unknown template {template!r} (--template); choose one of {', '.join(TEMPLATES)}")
+    turn, final = _JINJA_TURNS[template]
+    return _JINJA_PREAMBLE + turn + _JINJA_MIDDLE + final + _JINJA_END

@@ -65,7 +65,9 @@ class Tokenizer:
         return self.sp.encode(list(texts))
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.sp.decode(list(ids))
+        """Text of `ids`; ids past the last piece (a padded embedding's extra rows) decode to nothing."""
+        size = self.sp.get_piece_size()
+        return self.sp.decode([i for i in ids if 0 <= i < size])
 
     def save(self, out_dir: str | Path) -> None:
         """Write `tokenizer.model` plus the transformers files that make `AutoTokenizer` load it."""

@@ -1,4 +1,4 @@
-"""`polylm pretrain`, `polylm export` and `polylm plot`."""
+"""`polylm pretrain`, `polylm finetune` and `polylm plot`."""
 
 from __future__ import annotations
 
@@ -56,12 +56,6 @@ def _finetune(args: argparse.Namespace) -> None:
     _report(args, train(config, run, resume=args.resume, data=data), ("step", "loss", "val_response_loss"))
 
 
-def _export(args: argparse.Namespace) -> None:
-    from polylm.train.checkpointing import export_checkpoint
-
-    print(f"wrote {export_checkpoint(Path(args.checkpoint), Path(args.out))}")
-
-
 def _plot(args: argparse.Namespace) -> None:
     from polylm.train.plots import plot_run
 
@@ -100,16 +94,6 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     _run_arguments(finetune, "YAML finetune config (model.path, data, sft, lora, optim, batch, run)")
     finetune.set_defaults(run=_finetune)
-
-    export = verbs.add_parser(
-        "export",
-        help="write a training checkpoint as a Hugging Face model directory",
-        description="Write RUN/checkpoints/step-N as a GPT2LMHeadModel directory (safetensors, config.json, "
-        "tokenizer) that `polylm generate` and transformers load.",
-    )
-    export.add_argument("checkpoint", help="a checkpoint directory, e.g. RUN/checkpoints/step-00000100")
-    export.add_argument("--out", required=True, help="output model directory")
-    export.set_defaults(run=_export)
 
     plot = verbs.add_parser(
         "plot",

@@ -23,11 +23,11 @@ import itertools
 from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from polylm.errors import PolyLMError
 from polylm.generate import GenerationConfig, generate
+from polylm.inference import prepare_for_inference
 from polylm.model import PolyLM
 from polylm.tokenizer import Tokenizer
 
@@ -57,10 +57,10 @@ class LanguageModel:
     def __init__(self, model: PolyLM, tokenizer: Tokenizer, batch_size: int, prefix_token_id: int) -> None:
         if batch_size < 1:
             raise PolyLMError(f"--batch-size must be at least 1, got {batch_size}")
-        self.model = model.optimize_for_inference()
+        self.model = prepare_for_inference(model)
         self.tokenizer, self.batch_size, self.prefix_token_id = tokenizer, batch_size, prefix_token_id
         self.max_length = model.config.max_position_embeddings
-        self.device = model.wte.weight.device
+        self.device = model.device
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of a context and its continuation, split the way the harness splits them."""
@@ -93,7 +93,6 @@ class LanguageModel:
         order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]), rows[i]))
         buckets = [min(-(-(len(row) - 1) // BUCKET) * BUCKET, self.max_length) for row in rows]
         scores = [0.0] * len(rows)
-        weight = self.model.wte.weight
         for batch in _batches(order, buckets, self.batch_size):
             input_ids = torch.zeros((len(batch), buckets[batch[0]]), dtype=torch.long)
             for row, index in enumerate(batch):
@@ -110,7 +109,7 @@ class LanguageModel:
             )
             token_lls = torch.cat(
                 [
-                    F.linear(chunk, weight).float().log_softmax(-1).gather(-1, target[:, None])[:, 0]
+                    self.model.wte.attend(chunk).float().log_softmax(-1).gather(-1, target[:, None])[:, 0]
                     for chunk, target in zip(selected.split(HEAD_ROWS), targets.split(HEAD_ROWS), strict=True)
                 ]
             )

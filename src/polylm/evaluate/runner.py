@@ -22,6 +22,7 @@ from polylm.evaluate.prompts import FEWSHOT_DELIMITER, fewshot_examples
 from polylm.evaluate.requests import LanguageModel
 from polylm.evaluate.tasks import ChoiceDoc, ChoiceTask, GenerationTask, Task, resolve_tasks
 from polylm.generate import GenerationConfig
+from polylm.model import count_parameters
 from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
 
 PREFIX_TOKENS = ("eos", "bos")
@@ -191,7 +192,7 @@ def evaluate(config: EvalConfig) -> dict:
             scores[s.task.name, s.lang] = s.task.score(s.lang, answers, s.docs)
     model_info = {
         "dir": str(config.model),
-        "parameters": sum(p.numel() for p in lm.model.parameters()),
+        "parameters": count_parameters(lm.model.config),
         "dtype": lm.model.config.dtype,
         "max_position_embeddings": lm.max_length,
     }

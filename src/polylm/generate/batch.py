@@ -74,7 +74,7 @@ def make_batch(
         raise PolyLMError(f"prompt of {length} tokens does not fit the model's context of {context} tokens")
     max_new_tokens = min(config.new_tokens_for(length), context - length)
     rows = [prompt for prompt in prompts for _ in range(repeat)]
-    device = model.wte.weight.device
+    device = model.device
     input_ids = torch.full((len(rows), length), config.pad_id, dtype=torch.long, device=device)
     for row, prompt in enumerate(rows):
         input_ids[row, length - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)

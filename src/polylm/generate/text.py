@@ -10,6 +10,7 @@ from polylm.generate.beam_search import beam_search
 from polylm.generate.config import GenerationConfig
 from polylm.generate.decode import generate
 from polylm.generate.sampling import sample_steps
+from polylm.inference import prepare_for_inference
 from polylm.model import PolyLM
 from polylm.templates import Turn, render_prompt
 from polylm.tokenizer import Tokenizer
@@ -40,7 +41,7 @@ class TextGenerator:
 
     def __init__(self, model: PolyLM, tokenizer: Tokenizer, template: str = "plain") -> None:
         render_prompt(template, "")  # refuses an unknown template now rather than at the first prompt
-        self.model, self.tokenizer, self.template = model.optimize_for_inference(), tokenizer, template
+        self.model, self.tokenizer, self.template = prepare_for_inference(model), tokenizer, template
 
     def prompt_ids(self, query: str, history: Sequence[Turn] = ()) -> list[int]:
         return self.tokenizer.encode(render_prompt(self.template, query, history))

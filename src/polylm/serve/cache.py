@@ -17,12 +17,12 @@ class BatchCache(KVCache):
     """Keys and values of the running rows, (layers, rows, heads, capacity, head_dim); `pads[r]` left pad of row r."""
 
     def __init__(self, model: PolyLM) -> None:
-        config, weight = model.config, model.wte.weight
+        config = model.config
         self.context = config.max_position_embeddings
         self.shape = (config.num_layers, 0, config.num_heads, 0, config.head_dim)
-        self.keys = torch.zeros(self.shape, device=weight.device, dtype=weight.dtype)
+        self.keys = torch.zeros(self.shape, device=model.device, dtype=model.activation_dtype)
         self.values = torch.zeros_like(self.keys)
-        self.pads = torch.zeros(0, dtype=torch.long, device=weight.device)
+        self.pads = torch.zeros(0, dtype=torch.long, device=model.device)
         self.length = 0
 
     @property

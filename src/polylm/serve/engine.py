@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from polylm.errors import PolyLMError
 from polylm.generate.batch import Generation, StopCriterion
@@ -249,7 +248,7 @@ class Engine:
         self.generator = generator
         self.model = generator.model
         self.context = self.model.config.max_position_embeddings
-        self.device = self.model.wte.weight.device
+        self.device = self.model.device
         self.max_batch, self.max_queue, self.threads = max_batch, max_queue, threads
         self.stats = EngineStats()
         self._idle_poll = idle_poll
@@ -291,11 +290,12 @@ class Engine:
 
     @property
     def running_rows(self) -> int:
-        return sum(group.rows for group in self._groups)
+        """Rows still decoding: a group that has sent its last event no longer counts, even before it is pruned."""
+        return sum(group.rows for group in self._groups if not group.done)
 
     @property
     def running_jobs(self) -> int:
-        return len(self._groups)
+        return sum(not group.done for group in self._groups)
 
     # ---- the worker thread ---------------------------------------------------------------------------------
 
@@ -463,9 +463,8 @@ class Engine:
         hidden = self.model.hidden_states(ids)[0, :-1]
         targets = ids[0, 1:]
         entries: list[TokenLogprob | None] = [None]
-        weight = self.model.wte.weight
         for start in range(0, hidden.shape[0], SCORE_CHUNK):
-            log_probs = torch.log_softmax(F.linear(hidden[start : start + SCORE_CHUNK], weight).float(), dim=-1)
+            log_probs = torch.log_softmax(self.model.wte.attend(hidden[start : start + SCORE_CHUNK]).float(), dim=-1)
             chosen = log_probs.gather(1, targets[start : start + SCORE_CHUNK, None])[:, 0].tolist()
             if top_k > 0:
                 values, indices = log_probs.topk(min(top_k, log_probs.shape[-1]), dim=-1)
