@@ -184,11 +184,12 @@ def _tensor_type(outtype: str, ndim: int) -> tuple[torch.dtype, type, str | None
     return _MATRIX_TYPES[outtype if ndim == 2 else "f32"]
 
 
-def write_gguf(model_dir: Path, out: Path, outtype: str, template: str, tokenizer: Tokenizer) -> None:
+def write_gguf(
+    model_dir: Path, config: ModelConfig, out: Path, outtype: str, template: str, tokenizer: Tokenizer
+) -> None:
     """The model as an f32/f16/bf16 GGUF at `out`, streamed one tensor at a time."""
     import gguf
 
-    config = read_config(model_dir)
     with torch.device("meta"):
         expected = {name: tuple(p.shape) for name, p in PolyLM(config).named_parameters()}
     writer = gguf.GGUFWriter(str(out), "gpt2")
@@ -246,13 +247,15 @@ def export_gguf(model_dir: Path, out: Path, outtype: str = "f16", template: str 
     partial = out.with_name(out.name + ".partial")
     if outtype in ("q8_0", "q4_k_m"):
         intermediate = out.with_name(out.name + ".source.gguf")
-        write_gguf(model_dir, intermediate, "bf16" if config.dtype == "bfloat16" else "f32", template, tokenizer)
+        write_gguf(
+            model_dir, config, intermediate, "bf16" if config.dtype == "bfloat16" else "f32", template, tokenizer
+        )
         try:
             llama_quantize(intermediate, partial, outtype)
         finally:
             intermediate.unlink(missing_ok=True)
     else:
-        write_gguf(model_dir, partial, outtype, template, tokenizer)
+        write_gguf(model_dir, config, partial, outtype, template, tokenizer)
     partial.replace(out)
     return {
         "out": str(out),

@@ -12,6 +12,8 @@ counted tokens; the per-token losses come out alongside, detached, for metrics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 IGNORE_INDEX = -100
@@ -19,9 +21,18 @@ CHUNK_TOKENS = 512
 
 
 def _chunked(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int, with_grads: bool
+    hidden: torch.Tensor,
+    weight: torch.Tensor | None,
+    targets: torch.Tensor,
+    chunk: int,
+    with_grads: bool,
+    attend: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(mean loss, per-token losses, d mean / d hidden, d mean / d weight), one chunk of tokens at a time."""
+    """(mean loss, per-token losses, d mean / d hidden, d mean / d weight), one chunk of tokens at a time.
+
+    The logits are `hidden @ weight.T`, or `attend(hidden)` for an output layer that is not a plain matrix (then
+    without gradients).
+    """
     counted = targets != IGNORE_INDEX
     count = max(int(counted.sum()), 1)
     losses = torch.zeros(targets.shape, dtype=torch.float32, device=hidden.device)
@@ -30,7 +41,7 @@ def _chunked(
     for start in range(0, hidden.shape[0], chunk):
         rows = slice(start, start + chunk)
         part, part_targets, part_counted = hidden[rows], targets[rows].clamp(min=0), counted[rows]
-        logits = (part @ weight.T).float()
+        logits = (attend(part) if attend is not None else part @ weight.T).float()
         log_norm = torch.logsumexp(logits, dim=-1)
         picked = logits.gather(1, part_targets[:, None]).squeeze(1)
         losses[rows] = torch.where(part_counted, log_norm - picked, 0.0)
@@ -79,16 +90,13 @@ def linear_cross_entropy(
 
 
 def logits_cross_entropy(
-    hidden: torch.Tensor, attend, targets: torch.Tensor, chunk: int = CHUNK_TOKENS
+    hidden: torch.Tensor,
+    attend: Callable[[torch.Tensor], torch.Tensor],
+    targets: torch.Tensor,
+    chunk: int = CHUNK_TOKENS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same result as `linear_cross_entropy` through any output layer (`attend`: hidden -> logits), without
-    gradients: how quantized models, whose output layer is not a plain matrix, are scored."""
+    """`linear_cross_entropy` through any output layer (`attend`: hidden -> logits), without gradients: how quantized
+    models, whose output layer is not a plain matrix, are scored."""
     flat_hidden, flat_targets = hidden.flatten(0, -2), targets.flatten()
-    counted = flat_targets != IGNORE_INDEX
-    losses = torch.zeros(flat_targets.shape, dtype=torch.float32, device=hidden.device)
-    for start in range(0, flat_hidden.shape[0], chunk):
-        rows = slice(start, start + chunk)
-        logits = attend(flat_hidden[rows]).float()
-        picked = logits.gather(1, flat_targets[rows].clamp(min=0)[:, None]).squeeze(1)
-        losses[rows] = torch.where(counted[rows], torch.logsumexp(logits, dim=-1) - picked, 0.0)
-    return losses.sum() / max(int(counted.sum()), 1), losses.view(targets.shape)
+    mean, losses, _, _ = _chunked(flat_hidden, None, flat_targets, chunk, with_grads=False, attend=attend)
+    return mean, losses.view(targets.shape)

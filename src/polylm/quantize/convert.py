@@ -26,7 +26,13 @@ from polylm.checkpoint import (
 )
 from polylm.errors import PolyLMError
 from polylm.model import PolyLM
-from polylm.quantize.format import ARCHITECTURE, LINEARS, check_settings, quantization_config, quantize_groups
+from polylm.quantize.format import (
+    ARCHITECTURE,
+    check_settings,
+    is_quantized_weight,
+    quantization_config,
+    quantize_groups,
+)
 from polylm.quantize.load import is_quantized
 from polylm.quantize.rows import quantize_rows
 from polylm.tokenizer import TOKENIZER_FILE
@@ -48,10 +54,6 @@ def _quantized_tensors(name: str, weight: torch.Tensor, bits: int, group_size: i
         return {f"{prefix}.qweight": quantized, f"{prefix}.scales": scales}
     nibbles, scales, zeros = quantize_groups(weight, group_size)
     return {f"{prefix}.qweight": nibbles, f"{prefix}.scales": scales, f"{prefix}.zeros": zeros}
-
-
-def _is_quantized_weight(name: str) -> bool:
-    return name == "wte.weight" or any(name.endswith(f"{linear}.weight") for linear in LINEARS)
 
 
 def _check_group_size(config, group_size: int | None) -> None:
@@ -134,7 +136,7 @@ def quantize_model(
     with torch.no_grad():
         for tensor in stored_tensors(source, shapes):
             source_bytes += tensor.entry_bytes
-            if _is_quantized_weight(tensor.name):
+            if is_quantized_weight(tensor.name):
                 weight = tensor.read(tensor.dtype, scratch)
                 writer.add(_quantized_tensors(tensor.name, weight, bits, group_size))
                 del weight

@@ -31,6 +31,13 @@ QUANT_METHOD = "polylm"
 FORMAT_VERSION = 1
 ARCHITECTURE = "PolyLMQuantizedForCausalLM"
 LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+def is_quantized_weight(name: str) -> bool:
+    """Whether the parameter `name` (polylm's naming) is stored quantized: the blocks' linears and the embedding."""
+    return name == "wte.weight" or name.endswith(tuple(f"{linear}.weight" for linear in LINEARS))
+
+
 DEFAULT_GROUP_SIZE = 64
 
 

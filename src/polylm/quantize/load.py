@@ -19,7 +19,7 @@ from polylm.checkpoint import (
 from polylm.errors import PolyLMError
 from polylm.inference import INFERENCE_ONLY
 from polylm.model import PolyLM
-from polylm.quantize.format import FORMAT_VERSION, LINEARS, QUANT_METHOD
+from polylm.quantize.format import FORMAT_VERSION, QUANT_METHOD, is_quantized_weight
 from polylm.quantize.layers import GROUP_SIZES, Int4Linear, Int8Embedding, Int8Linear
 
 KERNELS = ("_weight_int8pack_mm", "_weight_int4pack_mm_for_cpu", "_convert_weight_to_int4pack_for_cpu")
@@ -51,7 +51,7 @@ def read_quantization(model_dir: Path) -> tuple[int, int | None]:
 
 def _expected_shapes(model: PolyLM, bits: int, group_size: int | None) -> dict[str, tuple[int, ...]]:
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    for name in [n for n in shapes if n == "wte.weight" or n.endswith(tuple(f"{m}.weight" for m in LINEARS))]:
+    for name in [n for n in shapes if is_quantized_weight(n)]:
         out_features, in_features = shapes.pop(name)
         prefix = name.removesuffix(".weight")
         if name == "wte.weight" or bits == 8:
