@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import pytest
 
 from conftest import EMBEDDED_CORPUS
 from polylm.data.documents import Document
-from polylm.data.shards import ShardSet, tokenizer_sha256, write_shards
+from polylm.data.shards import ShardSet, merge_shards, tokenizer_sha256, write_shards
 from polylm.errors import PolyLMError
 from polylm.tokenizer import Tokenizer
 
@@ -93,6 +94,20 @@ def test_one_and_two_workers_write_identical_bytes(written: Path, corpus_tokeniz
     docs = corpus_documents()
     write_shards(iter(docs), corpus_tokenizer.model_file.parent, out, workers=2, batch_docs=16, shard_tokens=1000)
     assert all_bytes(out) == all_bytes(written)
+
+
+def test_merged_pieces_equal_one_pass(written: Path, corpus_tokenizer: Tokenizer, tmp_path: Path) -> None:
+    """Pieces cut at arbitrary documents (so output shards straddle them) join into the one-pass bytes."""
+    docs, cuts = corpus_documents(), [0, 1, 7, 40, 41, 90]
+    cuts.append(len(docs))
+    pieces = []
+    for number, (start, end) in enumerate(itertools.pairwise(cuts)):
+        piece = tmp_path / f"piece-{number}"
+        write_shards(docs[start:end], corpus_tokenizer.model_file.parent, piece, shard_tokens=300, progress=False)
+        pieces.append(ShardSet(piece))
+    assert any(len(piece.metadata["shards"]) > 1 for piece in pieces)
+    merge_shards(pieces, tmp_path / "web", shard_tokens=1000)
+    assert all_bytes(tmp_path / "web") == all_bytes(written)
 
 
 def failing(docs: list[Document], after: int) -> Iterator[Document]:

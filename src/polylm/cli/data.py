@@ -11,9 +11,21 @@ def _data_prepare(args: argparse.Namespace) -> None:
     from polylm.data.prepare import load_config, prepare
 
     config = load_config(Path(args.config))
-    if args.workers is not None:
-        config.workers = args.workers
-    summary = prepare(config, Path(args.out), Path(args.config))
+    if args.executor is None:
+        if args.workers is not None:
+            config.workers = args.workers
+        summary = prepare(config, Path(args.out), Path(args.config))
+    else:
+        from polylm.data import executors
+
+        for name in ("tasks", "workers"):
+            if getattr(args, name) is not None:
+                setattr(config.executor, name, getattr(args, name))
+        summary = executors.run(config, Path(args.out), Path(args.config), args.executor)
+        if summary is None:
+            print(f"submitted the stages of {args.out} to Slurm (logs: {args.out}/logs/STAGE); when the finalize "
+                  f"job has run: polylm data stats {args.out}")  # fmt: skip
+            return
     ledger = summary["ledger"]
     print(
         f"wrote {args.out}: {sum(s['tokens'] for s in summary['sources']):,} tokens in {len(summary['sources'])} "
@@ -67,7 +79,19 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument("--config", required=True, help="YAML data config")
     prepare.add_argument("--out", required=True, help="output directory")
-    prepare.add_argument("--workers", type=int, help="tokenizer processes (default: the config's)")
+    prepare.add_argument(
+        "--executor",
+        help="run as stages of tasks on datatrove's executor: local (processes on this machine), slurm (job "
+        "arrays, settings in the config's executor.slurm), ray (a running cluster, executor.ray.address); "
+        "default: in this process. Rerunning the same command resumes: completed tasks are skipped",
+    )
+    prepare.add_argument("--tasks", type=int, help="with --executor: tasks per stage (default: executor.tasks)")
+    prepare.add_argument(
+        "--workers",
+        type=int,
+        help="with --executor: tasks running at once (default: executor.workers); without: tokenizer processes "
+        "(default: the config's workers)",
+    )
     prepare.set_defaults(run=_data_prepare)
     data_stats = data_verbs.add_parser(
         "stats",

@@ -57,12 +57,16 @@ class Ledger:
     read: Counter = field(default_factory=Counter)
     """Documents read per source."""
     rejects: IO[str] | None = None
+    position: int | None = None
+    """Set by a distributed task to the reading position of the document in flight: each rejects line is then
+    prefixed with it (`POSITION<TAB>JSON`), so that the tasks' rejects can be merged back into reading order."""
 
     def drop(self, reason: str, doc: Document) -> None:
         self.drops[reason] += 1
         if self.rejects is not None:
             record = {"reason": reason, "id": doc.id, "source": doc.source, "lang": doc.lang, "text": doc.text}
-            self.rejects.write(json.dumps(record, ensure_ascii=False) + "\n")
+            prefix = "" if self.position is None else f"{self.position}\t"
+            self.rejects.write(prefix + json.dumps(record, ensure_ascii=False) + "\n")
 
     def error(self, kind: str, message: str) -> None:
         """An input problem (bad UTF-8, malformed JSON, missing field...): counted, and the first ones kept verbatim."""
@@ -77,6 +81,13 @@ class Ledger:
             "errors": dict(self.errors),
             "error_examples": self.error_examples,
         }
+
+    def add(self, other: dict) -> None:
+        """Add the counts of another ledger's `to_dict()` (a task's), keeping the first 100 examples in order."""
+        self.read.update(other["read"])
+        self.drops.update(other["drops"])
+        self.errors.update(other["errors"])
+        self.error_examples.extend(other["error_examples"][: 100 - len(self.error_examples)])
 
     def open_rejects(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

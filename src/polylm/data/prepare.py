@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from polylm.configfile import build, read_json, read_yaml
 from polylm.data.bilingual import BilingualConfig, bilingual_documents
 from polylm.data.curriculum import CurriculumConfig, CurriculumSampler, SourceInfo, Stage, polylm_curriculum
 from polylm.data.documents import Document, Ledger
+from polylm.data.executors import ExecutorSection
 from polylm.data.filters import (
     ExactDedup,
     LanguageFilter,
@@ -106,6 +107,9 @@ class DataConfig:
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     curriculum: CurriculumSection = field(default_factory=CurriculumSection)
     workers: int = 1
+    """Tokenizer processes of the in-process path (`--executor` runs use executor.workers)."""
+    executor: ExecutorSection = field(default_factory=ExecutorSection)
+    """Tasks, and the settings of `--executor local|slurm|ray` (docs/data.md)."""
     validation_fraction: float = 0.0
     """Share of each monolingual source's cleaned documents held out for validation (OUT/validation/SOURCE),
     chosen by a hash of the document id so the split is stable; training never sees them."""
@@ -142,34 +146,49 @@ def load_config(path: Path) -> DataConfig:
     return config
 
 
-def _source_documents(source: SourceConfig, config: DataConfig, ledger: Ledger) -> Iterator[Document]:
+def source_inputs(source: SourceConfig) -> list:
+    """The inputs of a source, each read as a whole: a file path (monolingual) or a parallel entry (bilingual)."""
+    return list(source.parallel) if source.bilingual else list(source.paths)
+
+
+def input_documents(source: SourceConfig, number: int, config: DataConfig, ledger: Ledger) -> Iterator[Document]:
+    """The documents of input `number` of `source` (see `source_inputs`), in reading order.
+
+    Config mistakes (a missing file, an unsupported format) raise here, at the call, before anything is read.
+    """
+    entry = source_inputs(source)[number]
     if source.bilingual:
-        for entry in source.parallel:
-            files = {key: Path(value) for key, value in entry.items() if key in PARALLEL_FILE_KEYS}
-            languages = {key: value for key, value in entry.items() if key not in PARALLEL_FILE_KEYS}
-            yield from bilingual_documents(read_pairs(source.name, ledger, **files, **languages), config.bilingual)
-        return
-    for path in source.paths:
-        yield from read_documents(Path(path), source.lang, source.name, ledger, source.text_field, source.text_mode)
+        files = {key: Path(value) for key, value in entry.items() if key in PARALLEL_FILE_KEYS}
+        languages = {key: value for key, value in entry.items() if key not in PARALLEL_FILE_KEYS}
+        return bilingual_documents(read_pairs(source.name, ledger, **files, **languages), config.bilingual)
+    return read_documents(Path(entry), source.lang, source.name, ledger, source.text_field, source.text_mode)
+
+
+def _source_documents(source: SourceConfig, config: DataConfig, ledger: Ledger) -> Iterator[Document]:
+    for number in range(len(source_inputs(source))):
+        yield from input_documents(source, number, config, ledger)
+
+
+def document_steps(config: DataConfig, bilingual: bool) -> list:
+    """The steps that judge each document alone (no state): what any number of tasks can run in parallel."""
+    steps: list = [NormalizeNFC()]
+    if bilingual:
+        return steps
+    if config.pipeline.quality is not None:
+        steps.append(QualityFilter(QualityConfig(**config.pipeline.quality)))
+    if config.pipeline.language_id:
+        steps.append(LanguageFilter())
+    return steps
 
 
 def _steps(config: DataConfig) -> tuple[list, list]:
     """Cleaning steps for monolingual and for bilingual documents (dedup state shared across sources)."""
-    normalize, exact = NormalizeNFC(), ExactDedup() if config.pipeline.exact_dedup else None
-    mono: list = [normalize]
-    if config.pipeline.quality is not None:
-        mono.append(QualityFilter(QualityConfig(**config.pipeline.quality)))
-    if config.pipeline.language_id:
-        mono.append(LanguageFilter())
-    if exact is not None:
-        mono.append(exact)
-    if config.pipeline.minhash_threshold is not None:
-        mono.append(MinHashDedup(threshold=config.pipeline.minhash_threshold))
-    bilingual = [normalize] + ([exact] if exact is not None else [])
-    return mono, bilingual
+    exact = [ExactDedup()] if config.pipeline.exact_dedup else []
+    near = [MinHashDedup(threshold=config.pipeline.minhash_threshold)] if config.pipeline.minhash_threshold else []
+    return document_steps(config, False) + exact + near, document_steps(config, True) + exact
 
 
-def _held_out(doc: Document, fraction: float) -> bool:
+def held_out(doc: Document, fraction: float) -> bool:
     """A stable choice that depends on the source and the text only (not on where the files live)."""
     digest = hashlib.sha256(f"{doc.source}\0{doc.text}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
@@ -181,7 +200,7 @@ def _write_jsonl(docs: Iterator[Document], path: Path, validation: Path | None =
     with path.open("w", encoding="utf-8") as train, (validation or Path(os.devnull)).open("w") as held:
         for doc in docs:
             line = json.dumps(asdict(doc), ensure_ascii=False) + "\n"
-            (held if validation is not None and _held_out(doc, fraction) else train).write(line)
+            (held if validation is not None and held_out(doc, fraction) else train).write(line)
             count += 1
     return count
 
@@ -192,8 +211,12 @@ def _read_jsonl(path: Path) -> Iterator[Document]:
             yield Document(**json.loads(line))
 
 
-def _train_tokenizer(config: DataConfig, clean: Path, out: Path) -> Tokenizer:
-    """Train on the cleaned monolingual text, one input file per language (so sampling balances languages)."""
+def train_tokenizer_on(config: DataConfig, documents: Callable[[SourceConfig], Iterable[Document]], out: Path) -> None:
+    """Write `out/tokenizer`: the configured one, or one trained on the cleaned monolingual text of each source
+    (`documents(source)`), one input file per language so that sampling balances languages."""
+    if config.tokenizer.path:
+        Tokenizer.from_dir(config.tokenizer.path).save(out / "tokenizer")
+        return
     texts = out / "tokenizer-input"
     texts.mkdir(parents=True, exist_ok=True)
     for path in texts.glob("*.txt"):
@@ -202,13 +225,12 @@ def _train_tokenizer(config: DataConfig, clean: Path, out: Path) -> Tokenizer:
         if source.bilingual:
             continue
         with (texts / f"{source.lang}.txt").open("a", encoding="utf-8") as handle:  # sources of a language add up
-            for doc in _read_jsonl(clean / f"{source.name}.jsonl"):
+            for doc in documents(source):
                 handle.write(doc.text.replace("\n", " ") + "\n")
     section = config.tokenizer
     training = TokenizerTrainingConfig(vocab_size=section.vocab_size, model_type=section.model_type)
-    tokenizer = train_tokenizer(sorted(texts.glob("*.txt")), out / "tokenizer", training)
+    train_tokenizer(sorted(texts.glob("*.txt")), out / "tokenizer", training)
     shutil.rmtree(texts)
-    return tokenizer
 
 
 def prepare(config: DataConfig, out: Path, config_path: Path | None = None) -> dict:
@@ -235,36 +257,41 @@ def prepare(config: DataConfig, out: Path, config_path: Path | None = None) -> d
         if ledger.rejects is not None:
             ledger.rejects.close()
 
-    if config.tokenizer.path:
-        tokenizer = Tokenizer.from_dir(config.tokenizer.path)
-        tokenizer.save(out / "tokenizer")
-    else:
-        tokenizer = _train_tokenizer(config, clean, out)
-    tokenizer_dir = out / "tokenizer"
-
-    infos = []
+    train_tokenizer_on(config, lambda source: _read_jsonl(clean / f"{source.name}.jsonl"), out)
     for source in config.sources:
-        shard_dir = out / "shards" / source.name
-        write_shards(_read_jsonl(clean / f"{source.name}.jsonl"), tokenizer_dir, shard_dir, workers=config.workers)
-        lang = "bilingual" if source.bilingual else source.lang
-        infos.append(SourceInfo(source.name, lang or "", source.bilingual, ShardSet(shard_dir)))
-
-    validation = []
-    for source in config.sources:
+        write_shards(_read_jsonl(clean / f"{source.name}.jsonl"), out / "tokenizer", out / "shards" / source.name,
+                     workers=config.workers)  # fmt: skip
         held_out = clean / f"{source.name}.val.jsonl"
         if held_out.exists() and held_out.stat().st_size:
-            shard_dir = out / "validation" / source.name
-            write_shards(_read_jsonl(held_out), tokenizer_dir, shard_dir, workers=1, progress=False)
-            shards = ShardSet(shard_dir)
+            write_shards(_read_jsonl(held_out), out / "tokenizer", out / "validation" / source.name, workers=1,
+                         progress=False)  # fmt: skip
+    return write_summary(config, out, ledger.to_dict(), dict(kept), config_path)
+
+
+def write_summary(
+    config: DataConfig, out: Path, ledger: dict, kept: dict, config_path: Path | None, run: dict | None = None
+) -> dict:
+    """Open the shards in `out`, build the curriculum over them, and write `out/data.json` (returned).
+
+    `run` says how the data was prepared when that was not in this process (executor, tasks).
+    """
+    infos = [
+        SourceInfo(s.name, "bilingual" if s.bilingual else s.lang or "", s.bilingual, ShardSet(out / "shards" / s.name))
+        for s in config.sources
+    ]
+    validation = []
+    for source in config.sources:
+        if config.validation_fraction and not source.bilingual and (out / "validation" / source.name).is_dir():
+            shards = ShardSet(out / "validation" / source.name)
             validation.append({"name": source.name, "lang": source.lang, "documents": shards.num_documents,
                                "tokens": shards.num_tokens})  # fmt: skip
-
     sampler = CurriculumSampler(infos, config.curriculum.build())
     summary = {
         "config": asdict(config),
         "config_file": str(config_path) if config_path else None,
-        "ledger": ledger.to_dict(),
-        "kept": dict(kept),
+        **({"run": run} if run else {}),
+        "ledger": ledger,
+        "kept": kept,
         "sources": [
             {
                 "name": i.name,

@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import shutil
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -200,22 +200,27 @@ class _ShardWriter:
             {"name": self._name, "documents": len(lengths), "tokens": self._tokens, "sha256": self._digest.hexdigest()}
         )
 
-    def _language(self, doc: Document) -> int:
-        code = self.languages.get(doc.lang)
+    def _language(self, lang: str, doc_id: str) -> int:
+        code = self.languages.get(lang)
         if code is None:
             if len(self.languages) == MAX_LANGUAGES:
-                raise PolyLMError(f"{doc.id}: language {doc.lang!r} is one more than a shard set's {MAX_LANGUAGES}")
-            code = self.languages[doc.lang] = len(self.languages)
+                raise PolyLMError(f"{doc_id}: language {lang!r} is one more than a shard set's {MAX_LANGUAGES}")
+            code = self.languages[lang] = len(self.languages)
         return code
 
     def add(self, docs: list[Document], encoded: Encoded) -> None:
+        self.add_tokens([doc.id for doc in docs], [doc.lang for doc in docs], [doc.source for doc in docs], encoded)
+
+    def add_tokens(self, ids: list[str], langs: list[str], sources: list[str], encoded: Encoded) -> None:
+        """Append documents given by id and language, with their tokens already encoded; `sources`: the names of
+        their sources in order of first appearance (repeats allowed)."""
         tokens, lengths, text_bytes = encoded
-        codes = np.array([self._language(doc) for doc in docs], dtype=np.uint8)
-        self.sources.update(dict.fromkeys(doc.source for doc in docs))
+        codes = np.array([self._language(lang, doc_id) for lang, doc_id in zip(langs, ids, strict=True)], np.uint8)
+        self.sources.update(dict.fromkeys(sources))
         self.text_bytes += text_bytes
         ends = np.cumsum(lengths)
         first = 0
-        while first < len(docs):
+        while first < len(ids):
             if self._bin is None:
                 self._open()
             start = int(ends[first - 1]) if first else 0
@@ -225,15 +230,15 @@ class _ShardWriter:
                     self._close()
                     continue
                 last = first + 1  # longer than a whole shard: it gets one of its own
-            self._write(tokens[start : ends[last - 1]], lengths[first:last], codes[first:last], docs[first:last])
+            self._write(tokens[start : ends[last - 1]], lengths[first:last], codes[first:last], ids[first:last])
             first = last
 
-    def _write(self, tokens: np.ndarray, lengths: np.ndarray, codes: np.ndarray, docs: list[Document]) -> None:
+    def _write(self, tokens: np.ndarray, lengths: np.ndarray, codes: np.ndarray, ids: list[str]) -> None:
         assert self._bin is not None and self._ids is not None
         data = tokens.tobytes()
         self._bin.write(data)
         self._digest.update(data)
-        self._ids.write("".join(encode_basestring(doc.id) + "\n" for doc in docs))
+        self._ids.write("".join(encode_basestring(doc_id) + "\n" for doc_id in ids))
         self._lengths.append(lengths)
         self._codes.append(codes)
         self._tokens += len(tokens)
@@ -282,24 +287,63 @@ def write_shards(
     if out_dir.is_dir() and not (out_dir / METADATA_FILE).is_file() and any(out_dir.iterdir()):
         raise PolyLMError(f"{out_dir}: exists and is not a shard directory (no {METADATA_FILE}); not replacing it")
     tokenizer = Tokenizer.from_dir(tokenizer_dir)
+
+    def fill(writer: _ShardWriter) -> None:
+        encoded = _encoded(docs, tokenizer, workers, batch_docs)
+        with closing(encoded), tqdm(desc=f"tokenizing {out_dir.name}", unit="doc", disable=not progress) as bar:
+            for batch, result in encoded:
+                writer.add(batch, result)
+                bar.update(len(batch))
+
+    tokenizer_facts = {
+        "tokenizer_sha256": _file_sha256(tokenizer.model_file),
+        "vocab_size": tokenizer.vocab_size,
+        "eos_id": tokenizer.eos_id,
+    }
+    return _write_directory(out_dir, shard_tokens, tokenizer_facts, fill)
+
+
+def merge_shards(pieces: list[ShardSet], out_dir: Path, *, shard_tokens: int = 1 << 26) -> dict:
+    """Concatenate shard directories (all of one tokenizer) into one at `out_dir`, documents in the given order.
+
+    The result is byte for byte what `write_shards` gives for the same documents in one pass: shard boundaries
+    depend only on the sequence of document lengths. Used to join the pieces that distributed tasks tokenized.
+    """
+    if not pieces:
+        raise PolyLMError(f"{out_dir}: no shard directories to merge")
+    facts = {key: pieces[0].metadata[key] for key in ("tokenizer_sha256", "vocab_size", "eos_id")}
+    for piece in pieces[1:]:
+        if piece.metadata["tokenizer_sha256"] != facts["tokenizer_sha256"]:
+            raise PolyLMError(f"{piece.path}: tokenized with another tokenizer than {pieces[0].path}")
+
+    def fill(writer: _ShardWriter) -> None:
+        for piece in pieces:
+            text_bytes = piece.metadata["text_bytes"]  # counted once per piece, with its first shard
+            for shard in range(len(piece.metadata["shards"])):
+                tokens, lengths, languages, ids = piece.shard_contents(shard)
+                # The pieces' ordered source sets, joined in order, are the ordered set of the whole.
+                writer.add_tokens(ids, languages, piece.metadata["sources"], (tokens, lengths, text_bytes))
+                text_bytes = 0
+
+    return _write_directory(Path(out_dir), shard_tokens, facts, fill)
+
+
+def _write_directory(
+    out_dir: Path, shard_tokens: int, tokenizer_facts: dict, fill: Callable[[_ShardWriter], None]
+) -> dict:
+    """Write a shard directory through `fill(writer)` beside `out_dir`, then put it in place whole."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     temp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(temp, ignore_errors=True)  # left by a killed run that had this process id
     temp.mkdir()
     writer = _ShardWriter(temp, shard_tokens)
     try:
-        encoded = _encoded(docs, tokenizer, workers, batch_docs)
-        with closing(encoded), tqdm(desc=f"tokenizing {out_dir.name}", unit="doc", disable=not progress) as bar:
-            for batch, result in encoded:
-                writer.add(batch, result)
-                bar.update(len(batch))
+        fill(writer)
         writer.finish()
         metadata = {
             "format": FORMAT,
             "version": VERSION,
-            "tokenizer_sha256": _file_sha256(tokenizer.model_file),
-            "vocab_size": tokenizer.vocab_size,
-            "eos_id": tokenizer.eos_id,
+            **tokenizer_facts,
             "dtype": "uint32",
             "languages": list(writer.languages),
             "sources": list(writer.sources),
@@ -426,6 +470,13 @@ class ShardSet:
             tokens = self._maps[shard] = np.memmap(path, dtype=TOKEN_DTYPE, mode="r").view(np.ndarray)
         offsets = self._offsets[shard]
         return tokens[offsets[local] : offsets[local + 1]]
+
+    def shard_contents(self, shard: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+        """One shard whole: its tokens, each document's length, language and id (to copy it elsewhere)."""
+        first, last = int(self._doc_starts[shard]), int(self._doc_starts[shard + 1])
+        tokens = np.fromfile(self.path / f"{self.metadata['shards'][shard]['name']}.bin", dtype=TOKEN_DTYPE)
+        ids = [self.document_id(index) for index in range(first, last)]
+        return tokens, np.diff(self._offsets[shard]), self.doc_languages()[first:last], ids
 
     def document_id(self, index: int) -> str:
         """The id the document had in the input (e.g. `corpus/en.txt:17`), to trace a sample to its source."""
