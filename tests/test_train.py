@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -341,3 +342,35 @@ def test_time_budget_stops_with_a_checkpoint_then_resume(tmp_path, data_dir, cap
     assert [p.name for p in list_checkpoints(budgeted)] == ["step-00000001"]
     assert main(["pretrain", "--config", config, "--out", str(budgeted), "--resume", "auto"]) == 0
     assert _losses(budgeted) == _losses(whole)
+
+
+@pytest.mark.slow
+def test_a_log_file_gets_a_few_plain_progress_lines(tmp_path, data_dir):
+    """Cluster logs: with output to a file, 200 steps make a handful of whole lines, never a redrawn bar."""
+    config = str(_config_file(tmp_path, data_dir, max_steps=200, checkpoint_every=100))
+    log = tmp_path / "pretrain.log"
+    command = [sys.executable, "-m", "polylm.cli", "pretrain", "--config", config, "--out", str(tmp_path / "run"),
+               "batch.global_tokens=128", "batch.micro_batch=2", "optim.decay_steps=200"]  # fmt: skip
+    with log.open("wb") as handle:
+        environment = {**os.environ, "POLYLM_PROGRESS_SECONDS": "1"}
+        subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=environment, check=True, timeout=600)
+    text = log.read_text(encoding="utf-8")
+    progress = [line for line in text.splitlines() if line.startswith("training:")]
+    assert "\r" not in text
+    assert 2 <= len(progress) < 50, text[-2000:]
+    assert "200/200" in progress[-1]
+
+
+def test_a_terminal_keeps_the_redrawn_bar():
+    from tqdm import tqdm
+
+    from polylm.progress import LogLines, progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    with progress_bar(total=3, file=Terminal()) as bar:
+        assert type(bar) is tqdm
+    with progress_bar(total=3, file=io.StringIO()) as bar:
+        assert isinstance(bar, LogLines)

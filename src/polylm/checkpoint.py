@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from polylm.config import ACTIVATIONS, ModelConfig
 from polylm.configfile import read_json
 from polylm.errors import PolyLMError
 from polylm.inference import INFERENCE_ONLY
 from polylm.model import PolyLM
+from polylm.progress import progress_bar
 from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
 
 SUPPORTED_ARCHITECTURES = ("GPT2LMHeadModel", "PolyLMHeadModel")
@@ -286,7 +286,7 @@ def stored_tensors(model_dir: Path, expected: dict[str, tuple[int, ...]]) -> Ite
     seen: set[str] = set()
     unexpected: list[str] = []
     files = weight_files(model_dir)
-    with tqdm(files, desc="reading shards", unit="shard", disable=len(files) < 2) as progress:
+    with progress_bar(files, desc="reading shards", unit="shard", disable=len(files) < 2) as progress:
         for file in progress:
             entries = _safetensors_entries(file) if file.suffix == ".safetensors" else _torch_entries(file)
             for key, entry in entries:

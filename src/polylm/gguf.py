@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from polylm.checkpoint import (
     Scratch,
@@ -35,6 +34,7 @@ from polylm.checkpoint import (
 from polylm.config import TANH_GELU_NAMES, ModelConfig
 from polylm.errors import PolyLMError
 from polylm.model import PolyLM
+from polylm.progress import progress_bar
 from polylm.quantize.load import is_quantized
 from polylm.templates import TEMPLATES, jinja_template
 from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
@@ -205,7 +205,7 @@ def write_gguf(
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     scratch = Scratch()
-    with tqdm(total=len(order), desc="writing GGUF", unit="tensor", disable=len(order) < 50) as progress:
+    with progress_bar(total=len(order), desc="writing GGUF", unit="tensor", disable=len(order) < 50) as progress:
         for tensor, name in zip(stored_tensors(model_dir, expected), order, strict=True):
             if tensor.name != name:
                 raise PolyLMError(f"{tensor.file}: tensor order changed while reading {model_dir}")

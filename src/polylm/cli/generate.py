@@ -67,7 +67,7 @@ def _read_prompts(path: str) -> list[str]:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
+    from polylm.progress import progress_bar
 
     config = _generation_config(args)
     prompts = _read_prompts(args.prompt_file) if args.prompt_file else [args.prompt]
@@ -77,7 +77,7 @@ def _generate(args: argparse.Namespace) -> None:
             print(piece, end="", flush=True)
         print()
         return
-    with tqdm(total=len(prompts), desc="generating", unit="prompt", disable=len(prompts) < 2) as progress:
+    with progress_bar(total=len(prompts), desc="generating", unit="prompt", disable=len(prompts) < 2) as progress:
         for start in range(0, len(prompts), args.batch_size):
             batch = prompts[start : start + args.batch_size]
             for prompt, row in zip(batch, generator(batch, config), strict=True):

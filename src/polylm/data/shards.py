@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 import numpy as np
-from tqdm import tqdm
 
 from polylm.data.documents import Document
 from polylm.errors import PolyLMError
+from polylm.progress import progress_bar
 from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
 
 FORMAT = "polylm-token-shards"
@@ -290,7 +290,7 @@ def write_shards(
 
     def fill(writer: _ShardWriter) -> None:
         encoded = _encoded(docs, tokenizer, workers, batch_docs)
-        with closing(encoded), tqdm(desc=f"tokenizing {out_dir.name}", unit="doc", disable=not progress) as bar:
+        with closing(encoded), progress_bar(desc=f"tokenizing {out_dir.name}", unit="doc", disable=not progress) as bar:
             for batch, result in encoded:
                 writer.add(batch, result)
                 bar.update(len(batch))

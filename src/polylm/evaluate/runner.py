@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from polylm.errors import PolyLMError
 from polylm.evaluate.data import BadRows
@@ -23,6 +22,7 @@ from polylm.evaluate.requests import LanguageModel
 from polylm.evaluate.tasks import ChoiceDoc, ChoiceTask, GenerationTask, Task, resolve_tasks
 from polylm.generate import GenerationConfig
 from polylm.model import count_parameters
+from polylm.progress import progress_bar
 from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
 
 PREFIX_TOKENS = ("eos", "bos")
@@ -176,7 +176,7 @@ def evaluate(config: EvalConfig) -> dict:
     pairs = [pair for s in choice for doc_pairs in s.prompts for pair in doc_pairs]
     total = len(pairs) + sum(len(s.prompts) for s in generation)
     scores: dict[tuple[str, str], tuple[dict, dict]] = {}
-    with tqdm(total=total, desc="evaluating", unit="request") as progress:
+    with progress_bar(total=total, desc="evaluating", unit="request") as progress:
         lls = iter(lm.loglikelihood(pairs, progress))
         for s in choice:
             per_doc = [[next(lls) for _ in doc.pairs] for doc in s.docs]

@@ -37,6 +37,7 @@ from polylm.instruct.loaders import read_conversations, read_entries
 from polylm.instruct.mixture import LengthConfig, MixtureConfig, SourceConfig
 from polylm.instruct.records import Conversation, problem
 from polylm.instruct.stats import Tally
+from polylm.progress import progress_bar
 from polylm.tokenizer import Tokenizer
 
 OUTPUTS = ("train.jsonl", "validation.jsonl", "dropped.jsonl")
@@ -185,7 +186,7 @@ def prepare(
             partial["train.jsonl"].open("w", encoding="utf-8") as train,
             partial["validation.jsonl"].open("w", encoding="utf-8") as validation,
             partial["dropped.jsonl"].open("w", encoding="utf-8") as dropped,
-            tqdm(unit=" records", disable=not progress) as bar,
+            progress_bar(unit=" records", disable=not progress) as bar,
         ):
             lid = LanguageFilter(config.lid_languages) if config.language_id else None
             run = _Run(config, tally, dropped, strict, bar, length, lid, set())

@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from polylm.errors import PolyLMError
+from polylm.progress import progress_bar
 from polylm.selfinstruct.client import ChatClient, Completion
 from polylm.selfinstruct.filters import FilterConfig, TaskFilter
 from polylm.selfinstruct.locales import locale
@@ -126,7 +127,7 @@ class SelfInstruct:
             self.save()
             targets = self.config.per_language * len(self.config.languages)
             initial = sum(min(s.kept, s.target) for s in self.stats.values())
-            with tqdm(total=targets, initial=initial, unit="task", disable=not self.progress) as self._bar:
+            with progress_bar(total=targets, initial=initial, unit="task", disable=not self.progress) as self._bar:
                 self._show()
                 await asyncio.gather(*(self._worker() for _ in range(self.client.concurrency)))
         finally:

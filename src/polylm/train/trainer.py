@@ -23,12 +23,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
-from tqdm import tqdm
 
 from polylm.config import ModelConfig, preset
 from polylm.errors import PolyLMError
 from polylm.loss import IGNORE_INDEX
 from polylm.model import PolyLM, build_model, count_parameters
+from polylm.progress import progress_bar
 from polylm.tokenizer import Tokenizer
 from polylm.train.checkpointing import list_checkpoints, load_checkpoint, read_trainer_state, save_checkpoint
 from polylm.train.config import OptimSection, TrainConfig
@@ -269,7 +269,9 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None, data: T
     batches = data.batches(samples_per_step)
     last: dict = {}
     model.train()
-    progress = tqdm(total=config.run.max_steps, initial=step, desc="training", unit="step", disable=not world.main)
+    progress = progress_bar(
+        total=config.run.max_steps, initial=step, desc="training", unit="step", disable=not world.main
+    )
     step_flops = flops_per_token(model_config, data.seq_len)
     stop = StopRequest(config.run.max_minutes)
     with progress:
