@@ -9,8 +9,12 @@ from pathlib import Path
 
 def _data_prepare(args: argparse.Namespace) -> None:
     from polylm.data.prepare import load_config, prepare
+    from polylm.errors import PolyLMError
 
     config = load_config(Path(args.config))
+    if args.format not in ("polylm", "megatron"):
+        raise PolyLMError(f"--format {args.format!r} is not one of polylm, megatron")
+    config.megatron = config.megatron or args.format == "megatron"
     if args.executor is None:
         if args.workers is not None:
             config.workers = args.workers
@@ -84,6 +88,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help="run as stages of tasks on datatrove's executor: local (processes on this machine), slurm (job "
         "arrays, settings in the config's executor.slurm), ray (a running cluster, executor.ray.address); "
         "default: in this process. Rerunning the same command resumes: completed tasks are skipped",
+    )
+    prepare.add_argument(
+        "--format",
+        default="polylm",
+        help="polylm (token shards, always written) or megatron: also Megatron-LM's indexed datasets "
+        "(OUT/megatron/SOURCE_text_document.bin/.idx) and a --data-path blend per curriculum stage in data.json",
     )
     prepare.add_argument("--tasks", type=int, help="with --executor: tasks per stage (default: executor.tasks)")
     prepare.add_argument(

@@ -36,6 +36,7 @@ from polylm.data.filters import (
     QualityFilter,
     run_steps,
 )
+from polylm.data.megatron import write_megatron
 from polylm.data.readers import read_documents, read_pairs
 from polylm.data.shards import ShardSet, write_shards
 from polylm.errors import PolyLMError
@@ -110,6 +111,9 @@ class DataConfig:
     """Tokenizer processes of the in-process path (`--executor` runs use executor.workers)."""
     executor: ExecutorSection = field(default_factory=ExecutorSection)
     """Tasks, and the settings of `--executor local|slurm|ray` (docs/data.md)."""
+    megatron: bool = False
+    """Also write Megatron-LM's indexed datasets, OUT/megatron/SOURCE_text_document.{bin,idx} (`--format
+    megatron`; layout in data/megatron.py)."""
     validation_fraction: float = 0.0
     """Share of each monolingual source's cleaned documents held out for validation (OUT/validation/SOURCE),
     chosen by a hash of the document id so the split is stable; training never sees them."""
@@ -307,6 +311,8 @@ def write_summary(
         "stages": sampler.stage_summary(),
         "epochs": sampler.epochs(),
     }
+    if config.megatron:
+        summary["megatron"] = write_megatron(out, sampler)
     (out / "data.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
 

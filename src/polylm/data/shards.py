@@ -24,10 +24,10 @@ import os
 import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import IO, BinaryIO, TextIO
 
 import numpy as np
 
@@ -251,6 +251,23 @@ class _ShardWriter:
         for handle in (self._bin, self._ids):
             if handle is not None:
                 handle.close()
+
+
+@contextmanager
+def written_whole(path: Path, mode: str = "w") -> Iterator[IO]:
+    """A file that appears at `path` only complete (flushed, synced, renamed into place), or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    with temp.open(mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+        try:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            handle.close()
+            temp.unlink(missing_ok=True)
+            raise
+    os.replace(temp, path)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

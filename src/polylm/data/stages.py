@@ -32,11 +32,9 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 from datatrove.pipeline.base import PipelineStep
@@ -53,7 +51,7 @@ from polylm.data.prepare import (
     train_tokenizer_on,
     write_summary,
 )
-from polylm.data.shards import ShardSet, merge_shards, write_shards
+from polylm.data.shards import ShardSet, merge_shards, write_shards, written_whole
 from polylm.errors import PolyLMError
 
 POSITION_BITS = 40
@@ -108,25 +106,8 @@ class Plan:
         return self.out / "clean" / name / f"{item.number:05d}{'.val' if validation else ''}.jsonl"
 
 
-@contextmanager
-def _written(path: Path, mode: str = "w") -> Iterator[IO]:
-    """A file that appears at `path` only complete (flushed and synced), or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    with temp.open(mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-        try:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            handle.close()
-            temp.unlink(missing_ok=True)
-            raise
-    os.replace(temp, path)
-
-
 def _save_array(path: Path, array: np.ndarray) -> None:
-    with _written(path, "wb") as handle:
+    with written_whole(path, "wb") as handle:
         np.save(handle, array)
 
 
@@ -170,8 +151,8 @@ class Clean(Stage):
             ledger, kept = Ledger(), 0
             signatures = _Signatures(plan, item, exact, None if source.bilingual else near)
             with (
-                _written(rejects_path) if config.pipeline.rejects else open(os.devnull, "w") as rejects,
-                _written(plan.work / "clean" / f"{item.index:05d}.tsv") as out,
+                written_whole(rejects_path) if config.pipeline.rejects else open(os.devnull, "w") as rejects,
+                written_whole(plan.work / "clean" / f"{item.index:05d}.tsv") as out,
             ):
                 ledger.rejects = rejects if config.pipeline.rejects else None
                 docs = _positioned(input_documents(source, item.number, config, ledger), ledger)
@@ -181,7 +162,7 @@ class Clean(Stage):
                     kept += 1
                 signatures.flush()
             ledger.rejects = None
-            with _written(plan.work / "ledger" / f"{item.index:05d}.clean.json") as out:
+            with written_whole(plan.work / "ledger" / f"{item.index:05d}.clean.json") as out:
                 json.dump(ledger.to_dict(), out, ensure_ascii=False)
             self.count(ledger)
             self.stat_update("kept", value=kept)
@@ -259,7 +240,7 @@ class Resolve(Stage):
         groups = groups[np.argsort(groups["key"], kind="stable")]
         _, dense = np.unique(groups["group"], return_inverse=True)
         keys, starts = np.unique(groups["key"], return_index=True)
-        ends = np.append(starts[1:], len(groups))
+        ends = np.append(starts[1:], len(groups))[: len(starts)]  # none when no document shares a band
         has_kept = np.zeros(int(dense.max()) + 1 if len(dense) else 0, dtype=bool)
         near = []
         for key, start, end in zip(keys.tolist(), starts.tolist(), ends.tolist(), strict=True):
@@ -290,9 +271,9 @@ class Filter(Stage):
             validation = bool(config.validation_fraction) and not config.sources[item.source].bilingual
             ledger, kept = Ledger(), 0
             with (
-                _written(rejects_path) if config.pipeline.rejects else open(os.devnull, "w") as rejects,
-                _written(plan.clean_file(item)) as train,
-                _written(plan.clean_file(item, True)) if validation else open(os.devnull, "w") as held,
+                written_whole(rejects_path) if config.pipeline.rejects else open(os.devnull, "w") as rejects,
+                written_whole(plan.clean_file(item)) as train,
+                written_whole(plan.clean_file(item, True)) if validation else open(os.devnull, "w") as held,
             ):
                 ledger.rejects = rejects if config.pipeline.rejects else None
                 for position, doc in _clean_survivors(plan, item):
@@ -304,7 +285,7 @@ class Filter(Stage):
                     (held if validation and held_out(doc, config.validation_fraction) else train).write(line)
                     kept += 1
             ledger.rejects = None
-            with _written(plan.work / "ledger" / f"{item.index:05d}.filter.json") as out:
+            with written_whole(plan.work / "ledger" / f"{item.index:05d}.filter.json") as out:
                 json.dump({**ledger.to_dict(), "kept": kept}, out, ensure_ascii=False)
             self.count(ledger)
             self.stat_update("kept", value=kept)
@@ -395,7 +376,7 @@ class Finalize(Stage):
             for part in ("clean", "filter"):
                 ledger.add(_read_json(plan.work / "ledger" / f"{item.index:05d}.{part}.json"))
         if config.pipeline.rejects:
-            with _written(plan.out / "rejects.jsonl") as out:
+            with written_whole(plan.out / "rejects.jsonl") as out:
                 for item in plan.inputs:
                     parts = [plan.work / "rejects" / f"{item.index:05d}.{part}.tsv" for part in ("clean", "filter")]
                     for _, record in heapq.merge(*map(_tagged_lines, parts), key=lambda pair: pair[0]):
