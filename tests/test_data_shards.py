@@ -110,6 +110,20 @@ def test_merged_pieces_equal_one_pass(written: Path, corpus_tokenizer: Tokenizer
     assert all_bytes(tmp_path / "web") == all_bytes(written)
 
 
+def test_blocks_give_every_document_in_order(written: Path) -> None:
+    shards = ShardSet(written)
+    found, ids, langs = [], [], []
+    for tokens, lengths, languages, block_ids in shards.blocks(max_tokens=50):
+        assert len(tokens) <= 50 or len(lengths) == 1  # only a document longer than a block stands alone
+        found += np.split(tokens, np.cumsum(lengths)[:-1])
+        ids += block_ids
+        langs += languages
+    assert len(found) == shards.num_documents
+    assert all(np.array_equal(found[i], shards.document(i)) for i in range(shards.num_documents))
+    assert ids == [shards.document_id(i) for i in range(shards.num_documents)]
+    assert langs == shards.doc_languages()
+
+
 def failing(docs: list[Document], after: int) -> Iterator[Document]:
     yield from docs[:after]
     raise RuntimeError("reader failed")

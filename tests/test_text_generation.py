@@ -211,3 +211,39 @@ def test_chat_session_streams_clears_and_stops(model_dir, generator):
     answers = [segment.split("\n")[0] for segment in result.stdout.split("PolyLM: ")[1:]]
     assert answers == [first, second, third_after_clear]  # nothing after "stop" was answered
     assert "(conversation cleared)" in result.stderr
+
+
+CARD_PROMPT = "Beijing is the capital of China.\nTranslate this sentence from English to Chinese."
+
+
+@pytest.mark.parametrize("prompt", [CARD_PROMPT, render_prompt("chat", "Wo liegt Lissabon?")])
+def test_pipeline_text_equals_modelscopes_polylm_pipeline(model_dir, corpus_tokenizer, prompt):
+    """ModelScope's PolyLM pipeline, step by step with transformers: the slow tokenizer with legacy=False,
+    `generate(**card_kwargs)`, then `decode(outputs[0], skip_special_tokens=True)`: prompt and completion.
+
+    The decode of the card's time (transformers 4.31's LlamaTokenizer) is sentencepiece's own decoding of the
+    tokens; transformers 5 decodes byte-fallback tokens that are not valid UTF-8 differently (the random model's
+    chat continuation starts with a lone byte, and transformers 5 turns the prompt's last three bytes into
+    replacement characters too), so the reference is sentencepiece's decode of transformers' tokens, and it must
+    equal transformers 5's decode wherever the text is valid UTF-8."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, legacy=False, use_fast=False)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    kwargs = dict(do_sample=False, num_beams=4, max_new_tokens=16, early_stopping=True, eos_token_id=2)
+    inputs = tokenizer(prompt, return_tensors="pt")
+    outputs = model.generate(inputs.input_ids, attention_mask=inputs.attention_mask, **kwargs)[0].tolist()
+    special = set(tokenizer.all_special_ids)
+
+    def decoded(ids: list[int]) -> str:
+        text = corpus_tokenizer.sp.decode_pieces(tokenizer.convert_ids_to_tokens([i for i in ids if i not in special]))
+        if "\ufffd" not in text:
+            assert tokenizer.decode(ids, skip_special_tokens=True) == text
+        return text
+
+    expected, completion = decoded(outputs), decoded(outputs[inputs.input_ids.shape[1] :])
+    p = pipeline("text-generation", model=str(model_dir))
+    assert p(prompt, **kwargs) == {"text": expected}
+    assert p([prompt, "Olá"], **kwargs)[0] == {"text": expected}
+    assert p(prompt, return_full_text=False, **kwargs) == {"text": completion}
+    assert expected.startswith(prompt.rstrip("\n")) and len(expected) > len(prompt)

@@ -55,9 +55,9 @@ class LogLines(tqdm):
         super().close()
 
 
-def progress_bar(**kwargs) -> tqdm:
-    """`tqdm(**kwargs)` on a terminal; `LogLines` (timed plain lines) when its stream is a file or a pipe."""
+def progress_bar(iterable=None, **kwargs) -> tqdm:
+    """`tqdm(iterable, **kwargs)` on a terminal; `LogLines` (timed plain lines) when its stream is a file or pipe."""
     stream = kwargs.get("file") or sys.stderr
     if hasattr(stream, "isatty") and stream.isatty():
-        return tqdm(**kwargs)
-    return LogLines(interval=log_interval(), ascii=True, **kwargs)
+        return tqdm(iterable, **kwargs)
+    return LogLines(iterable, interval=log_interval(), ascii=True, **kwargs)

@@ -9,7 +9,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from polylm.cli import data, demo, evaluate, export, generate, instruct, model, selfinstruct, serve, tokenizer, train
+from polylm.cli import (
+    convert,
+    data,
+    demo,
+    evaluate,
+    export,
+    generate,
+    instruct,
+    model,
+    selfinstruct,
+    serve,
+    tokenizer,
+    train,
+)
 from polylm.errors import PolyLMError
 
 
@@ -18,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="polylm", description="PolyLM: run, train, tune and evaluate the multilingual PolyLM models."
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (model, tokenizer, generate, data, train, export, instruct, evaluate, serve, selfinstruct, demo):
+    modules = (model, tokenizer, generate, data, train, export, convert, instruct, evaluate, serve, selfinstruct, demo)
+    for module in modules:
         module.register(verbs)
     return parser
 

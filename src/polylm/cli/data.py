@@ -16,6 +16,8 @@ def _data_prepare(args: argparse.Namespace) -> None:
         raise PolyLMError(f"--format {args.format!r} is not one of polylm, megatron")
     config.megatron = config.megatron or args.format == "megatron"
     if args.executor is None:
+        if args.tasks is not None:
+            raise PolyLMError("--tasks needs --executor local|slurm|ray (the in-process path is one task)")
         if args.workers is not None:
             config.workers = args.workers
         summary = prepare(config, Path(args.out), Path(args.config))
@@ -79,7 +81,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help="run a data config: readers, cleaning, bilingual documents, tokenizer, shards, curriculum",
         description="Run the data pipeline a YAML config describes (see examples/data/curriculum.yaml and "
         "docs/data.md). Every dropped document is counted by reason; the resolved config and the statistics "
-        "go to OUT/data.json.",
+        "go to OUT/data.json. With --executor, the same pipeline runs as stages of tasks on datatrove's "
+        "executors, with the same result (docs/data.md).",
     )
     prepare.add_argument("--config", required=True, help="YAML data config")
     prepare.add_argument("--out", required=True, help="output directory")

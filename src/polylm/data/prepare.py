@@ -38,7 +38,7 @@ from polylm.data.filters import (
 )
 from polylm.data.megatron import write_megatron
 from polylm.data.readers import read_documents, read_pairs
-from polylm.data.shards import ShardSet, write_shards
+from polylm.data.shards import ShardSet, write_shards, written_whole
 from polylm.errors import PolyLMError
 from polylm.tokenizer import Tokenizer, TokenizerTrainingConfig, train_tokenizer
 
@@ -313,7 +313,8 @@ def write_summary(
     }
     if config.megatron:
         summary["megatron"] = write_megatron(out, sampler)
-    (out / "data.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    with written_whole(out / "data.json") as handle:  # a kill never leaves half a data.json
+        handle.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
 
 

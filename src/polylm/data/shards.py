@@ -335,9 +335,8 @@ def merge_shards(pieces: list[ShardSet], out_dir: Path, *, shard_tokens: int = 1
 
     def fill(writer: _ShardWriter) -> None:
         for piece in pieces:
-            text_bytes = piece.metadata["text_bytes"]  # counted once per piece, with its first shard
-            for shard in range(len(piece.metadata["shards"])):
-                tokens, lengths, languages, ids = piece.shard_contents(shard)
+            text_bytes = piece.metadata["text_bytes"]  # counted once per piece, with its first block
+            for tokens, lengths, languages, ids in piece.blocks():
                 # The pieces' ordered source sets, joined in order, are the ordered set of the whole.
                 writer.add_tokens(ids, languages, piece.metadata["sources"], (tokens, lengths, text_bytes))
                 text_bytes = 0
@@ -488,12 +487,23 @@ class ShardSet:
         offsets = self._offsets[shard]
         return tokens[offsets[local] : offsets[local + 1]]
 
-    def shard_contents(self, shard: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-        """One shard whole: its tokens, each document's length, language and id (to copy it elsewhere)."""
-        first, last = int(self._doc_starts[shard]), int(self._doc_starts[shard + 1])
-        tokens = np.fromfile(self.path / f"{self.metadata['shards'][shard]['name']}.bin", dtype=TOKEN_DTYPE)
-        ids = [self.document_id(index) for index in range(first, last)]
-        return tokens, np.diff(self._offsets[shard]), self.doc_languages()[first:last], ids
+    def blocks(self, max_tokens: int = 1 << 22) -> Iterator[tuple[np.ndarray, np.ndarray, list[str], list[str]]]:
+        """Every document in order, as blocks of whole documents of about `max_tokens` tokens (one document may
+        exceed it): tokens, each document's length, language and id. Memory stays at one block."""
+        languages = self.metadata["languages"]
+        for shard, offsets in enumerate(self._offsets):
+            name = self.metadata["shards"][shard]["name"]
+            tokens = np.memmap(self.path / f"{name}.bin", dtype=TOKEN_DTYPE, mode="r")
+            first = int(self._doc_starts[shard])
+            with (self.path / f"{name}.ids.jsonl").open(encoding="utf-8") as id_lines:
+                start = 0
+                while start < len(offsets) - 1:
+                    end = max(start + 1, int(np.searchsorted(offsets, offsets[start] + max_tokens, side="right")) - 1)
+                    ids = [json.loads(next(id_lines)) for _ in range(end - start)]
+                    codes = self._codes[first + start : first + end]
+                    block = np.array(tokens[offsets[start] : offsets[end]])
+                    yield block, np.diff(offsets[start : end + 1]), [languages[c] for c in codes], ids
+                    start = end
 
     def document_id(self, index: int) -> str:
         """The id the document had in the input (e.g. `corpus/en.txt:17`), to trace a sample to its source."""

@@ -31,7 +31,7 @@ import heapq
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -58,11 +58,13 @@ POSITION_BITS = 40
 """A document's order key is `input << POSITION_BITS | position`: up to 2**40 documents per input file."""
 SIGNATURE = np.dtype([("kind", "u1"), ("k0", "<u8"), ("k1", "<u8"), ("key", "<u8")])
 """A dedup signature: kind 0 is the exact-text hash, kind b + 1 MinHash band b; (k0, k1) the 128-bit hash."""
+BUCKET_ROWS = 1 << 20
+"""Signature rows a dedup partition sorts at once (about 33 MB); a larger partition is sorted in several passes."""
 GROUP = np.dtype([("group", "<u8"), ("key", "<u8")])
 REMOVED = np.dtype([("key", "<u8"), ("reason", "u1")])
 REASONS = ("dedup:exact", "dedup:near")
-SIGNATURE_CHUNK = 1 << 18
-"""Documents per signature file: a task's memory does not grow with the size of its input files."""
+SIGNATURE_CHUNK = 1 << 16
+"""Signature rows (about 10 per document) per file: a task's memory does not grow with its input files."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,9 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
-def _load_arrays(paths: Iterable[Path], dtype: np.dtype) -> np.ndarray:
-    arrays = [np.load(path) for path in paths]
+def _load_arrays(paths: Iterable[Path], dtype: np.dtype, select: Callable | None = None) -> np.ndarray:
+    """The arrays saved at `paths`, joined; with `select`, only what it keeps of each (read through a memory map)."""
+    arrays = [select(np.load(path, mmap_mode="r")) if select else np.load(path) for path in paths]
     return np.concatenate(arrays) if arrays else np.empty(0, dtype)
 
 
@@ -204,27 +207,41 @@ class _Signatures:
 
 
 class Buckets(Stage):
-    """One partition of the signatures: later exact copies, and the groups of documents that share a band."""
+    """One partition of the signatures: later exact copies, and the groups of documents that share a band.
+
+    A partition larger than BUCKET_ROWS is done in several passes, each over the rows of one hash range, so
+    that a task's memory does not grow with the corpus."""
 
     name = "buckets"
 
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
+        files = sorted((self.plan.work / "signatures" / f"{rank:05d}").glob("*.npy"))
+        rows = sum(np.load(path, mmap_mode="r").shape[0] for path in files)
+        passes = max(1, -(-rows // BUCKET_ROWS))
+        exact, groups, numbered = [], [], 0
+        for part in range(passes):
+            table = _load_arrays(files, SIGNATURE, lambda t, part=part: t[t["k1"] % passes == part])
+            table = table[np.lexsort((table["key"], table["k1"], table["k0"], table["kind"]))]
+            starts = np.ones(len(table), dtype=bool)
+            starts[1:] = (
+                (table["kind"][1:] != table["kind"][:-1])
+                | (table["k0"][1:] != table["k0"][:-1])
+                | (table["k1"][1:] != table["k1"][:-1])
+            )
+            group = np.cumsum(starts) - 1
+            exact.append(table["key"][~starts & (table["kind"] == 0)])
+            sizes = np.bincount(group, minlength=int(group[-1]) + 1 if len(group) else 0)
+            shared = (table["kind"] > 0) & (sizes[group] > 1)
+            found = np.zeros(int(shared.sum()), GROUP)
+            found["group"] = (np.uint64(rank) << np.uint64(POSITION_BITS)) | (group[shared] + numbered).astype("<u8")
+            found["key"] = table["key"][shared]
+            groups.append(found)
+            numbered += len(sizes)
         dedup = self.plan.work / "dedup"
-        table = _load_arrays(sorted((self.plan.work / "signatures" / f"{rank:05d}").glob("*.npy")), SIGNATURE)
-        table = table[np.lexsort((table["key"], table["k1"], table["k0"], table["kind"]))]
-        fields = np.stack([table["kind"].astype("<u8"), table["k0"], table["k1"]], axis=1)
-        starts = np.ones(len(table), dtype=bool)
-        starts[1:] = np.any(fields[1:] != fields[:-1], axis=1)
-        group = np.cumsum(starts) - 1
-        later_copy = ~starts & (table["kind"] == 0)
-        _save_array(dedup / f"exact-{rank:05d}.npy", table["key"][later_copy])
-        sizes = np.bincount(group, minlength=int(group[-1]) + 1 if len(group) else 0)
-        shared = (table["kind"] > 0) & (sizes[group] > 1)
-        groups = np.zeros(int(shared.sum()), GROUP)
-        groups["group"] = (np.uint64(rank) << np.uint64(POSITION_BITS)) | group[shared].astype("<u8")
-        groups["key"] = table["key"][shared]
-        _save_array(dedup / f"groups-{rank:05d}.npy", groups)
-        self.stat_update("signatures", value=len(table))
+        _save_array(dedup / f"exact-{rank:05d}.npy", np.concatenate(exact))
+        _save_array(dedup / f"groups-{rank:05d}.npy", np.concatenate(groups))
+        self.stat_update("signatures", value=rows)
+        self.stat_update("passes", value=passes)
 
 
 class Resolve(Stage):
