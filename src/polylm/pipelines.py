@@ -57,14 +57,17 @@ def pipeline(
     template: str = "plain",
     device: str = "cpu",
     dtype: str | None = None,
+    revision: str | None = None,
     **generation_defaults,
 ) -> TextGenerationPipeline:
-    """Load `model` (a directory or a hub id) for text generation; kwargs become the default generation options."""
+    """Load `model` (a directory, a Hugging Face id, or `modelscope://OWNER/NAME` as the model card's
+    `damo/...` repos; docs/generation.md) at `revision` for text generation; kwargs become the default
+    generation options."""
     if task not in TASKS:
         raise PolyLMError(f"unsupported pipeline task {task!r}; polylm offers {TASKS[0]!r}")
     if model is None:
         raise PolyLMError("pipeline needs model=<directory or hub id>")
-    model_dir = resolve_model_dir(model)
+    model_dir = resolve_model_dir(model, revision)
     generator = TextGenerator(
         load_model(model_dir, dtype=dtype, device=device), Tokenizer.from_dir(model_dir), template
     )
