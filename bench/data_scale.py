@@ -96,18 +96,19 @@ def write_config(path: Path, files: dict[str, list[Path]], tokenizer: Path) -> N
 def measure(command: list[str]) -> dict:
     """Wall seconds and peak RSS (bytes) of `command` and all its descendants."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    root, peak = psutil.Process(process.pid), 0
-    while process.poll() is None:
-        try:
-            tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    error = process.stderr.read()
-    if process.returncode:
-        raise SystemExit(f"{' '.join(command)} failed:\n{error[-3000:]}")
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a full pipe would stall the logging tasks
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        root, peak = psutil.Process(process.pid), 0
+        while process.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+        if process.returncode:
+            log.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed:\n{log.read()[-3000:]}")
     return {"seconds": time.perf_counter() - started, "peak_rss_bytes": peak}
 
 

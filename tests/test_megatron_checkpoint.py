@@ -180,3 +180,21 @@ def test_tp_that_does_not_divide_the_heads_is_one_line(hf_model, tmp_path, capsy
     assert main(["convert", "--to", "megatron", str(hf_model), "--out", str(out), "--tp", "3"]) == 1
     assert "4 heads / FFN 256 do not split over --tp 3" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_version_2_from_an_iteration_folder_loads_in_transformers(hf_model, tmp_path, corpus_tokenizer):
+    """checkpoint_version 2.0 has the same per-head layout; the iter_N folder itself may be given."""
+    from transformers import GPT2LMHeadModel
+
+    megatron, back = tmp_path / "m", tmp_path / "back"
+    _to_megatron(hf_model, megatron, 2, 2, "--iteration", "50")
+    for path in (megatron / "iter_0000050").glob("*/model_optim_rng.pt"):
+        state = _load(path)
+        state["checkpoint_version"] = 2.0
+        torch.save(state, path)
+    tokenizer = str(corpus_tokenizer.model_file.parent)
+    assert main(["convert", "--from", "megatron", str(megatron / "iter_0000050"), "--out", str(back),
+                 "--tokenizer", tokenizer]) == 0  # fmt: skip
+    ids = torch.tensor([corpus_tokenizer.encode("Tout le monde a droit à la vie.")])
+    expected = load_model(hf_model)(ids)
+    assert torch.allclose(GPT2LMHeadModel.from_pretrained(back).eval()(ids).logits, expected, atol=1e-5)

@@ -188,7 +188,8 @@ def document_steps(config: DataConfig, bilingual: bool) -> list:
 def _steps(config: DataConfig) -> tuple[list, list]:
     """Cleaning steps for monolingual and for bilingual documents (dedup state shared across sources)."""
     exact = [ExactDedup()] if config.pipeline.exact_dedup else []
-    near = [MinHashDedup(threshold=config.pipeline.minhash_threshold)] if config.pipeline.minhash_threshold else []
+    threshold = config.pipeline.minhash_threshold
+    near = [MinHashDedup(threshold=threshold)] if threshold is not None else []
     return document_steps(config, False) + exact + near, document_steps(config, True) + exact
 
 

@@ -147,7 +147,8 @@ class Clean(Stage):
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
         plan, config = self.plan, self.plan.config
         exact = config.pipeline.exact_dedup
-        near = MinHashDedup(config.pipeline.minhash_threshold) if config.pipeline.minhash_threshold else None
+        threshold = config.pipeline.minhash_threshold
+        near = MinHashDedup(threshold) if threshold is not None else None
         for item in plan.inputs_of(rank, world_size):
             source = config.sources[item.source]
             rejects_path = plan.work / "rejects" / f"{item.index:05d}.clean.tsv"
