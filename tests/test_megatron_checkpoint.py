@@ -134,7 +134,10 @@ def test_padded_vocabulary_is_trimmed_and_special_ids_are_polylms(hf_model, tmp_
     state = _load(_rank_file(megatron, 0, 0, 1, "iter_0001200"))
     state["args"].vocab_size = None  # as in a training run's args: only the tokenizer knows the real size
     torch.save(state, _rank_file(megatron, 0, 0, 1, "iter_0001200"))
-    plain, trimmed = tmp_path / "plain", tmp_path / "trimmed"
+    plain, beside, trimmed = tmp_path / "plain", tmp_path / "beside", tmp_path / "trimmed"
+    assert main(["convert", "--from", "megatron", str(megatron), "--out", str(beside)]) == 0
+    assert json.loads((beside / "config.json").read_text())["vocab_size"] == 2000  # the tokenizer --to left there
+    (megatron / "tokenizer.model").unlink()
     assert main(["convert", "--from", "megatron", str(megatron), "--out", str(plain)]) == 0
     assert json.loads((plain / "config.json").read_text())["vocab_size"] == 2048  # padded rows kept without one
     tokenizer = str(corpus_tokenizer.model_file.parent)

@@ -218,7 +218,10 @@ def read_megatron(path: Path, tokenizer: Path | None = None) -> tuple[PolyLM, To
 
 
 def megatron_to_hf(path: Path, out: Path, tokenizer: Path | None = None) -> Path:
-    """`polylm convert --from megatron`: write the checkpoint at `path` as polylm's Hugging Face directory."""
+    """`polylm convert --from megatron`: write the checkpoint at `path` as polylm's Hugging Face directory; without
+    `tokenizer`, a `tokenizer.model` beside the tracker file (as `--to megatron` leaves it) is used."""
+    if tokenizer is None and (path / "tokenizer.model").is_file():
+        tokenizer = path
     model, tokens, _ = read_megatron(path, tokenizer)
     return save_model(model, out, tokens)
 

@@ -41,7 +41,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     convert.add_argument(
         "--tokenizer",
         help="with --from: a directory with tokenizer.model; copied to the output, and the padded embedding is "
-        "trimmed to its size (default: args.vocab_size of the checkpoint, else all rows)",
+        "trimmed to its size (default: a tokenizer.model beside the checkpoint's tracker file, else "
+        "args.vocab_size, else all rows)",
     )
     convert.add_argument("--tp", type=int, default=1, help="with --to: tensor parallel size (default 1)")
     convert.add_argument("--pp", type=int, default=1, help="with --to: pipeline parallel size (default 1)")

@@ -138,7 +138,8 @@ def run(config: DataConfig, out: Path, config_path: Path | None, kind: str) -> d
         missing = step_executor.get_incomplete_ranks(skip_completed=True)
         if missing:
             stage = step_executor.pipeline[0].name
-            raise PolyLMError(f"stage {stage}: tasks {missing} did not complete; see {plan.out / 'logs' / stage}")
+            listed = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise PolyLMError(f"stage {stage}: tasks {listed} did not complete; see {plan.out / 'logs' / stage}")
     return json.loads((plan.out / "data.json").read_text(encoding="utf-8"))
 
 
