@@ -298,3 +298,19 @@ def test_bad_executor_input_is_one_line_and_writes_nothing(tmp_path, capsys, mon
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1, error
     assert not out.exists()
+
+
+@needs_corpora
+def test_tasks_without_executor_and_a_rerun_of_another_plan_are_refused(tmp_path, corpus_tokenizer, capsys):
+    config, _ = _near_duplicate_config(tmp_path, corpus_tokenizer)
+    out = tmp_path / "out"
+    assert main(["data", "prepare", "--config", str(config), "--out", str(out), "--tasks", "2"]) == 1
+    assert "--tasks needs --executor" in capsys.readouterr().err and not out.exists()
+    staged = ["data", "prepare", "--config", str(config), "--out", str(out), "--executor", "local", "--workers", "1"]
+    assert main([*staged, "--tasks", "2"]) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert main([*staged, "--tasks", "3"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "holds a staged run of another config or task count" in error and len(error.splitlines()) == 1
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
