@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, SHARED_DATA
 from polylm.cli import main
-from polylm.data.prepare import _read_jsonl, load_config, open_sampler
+from polylm.data.prepare import load_config, open_sampler, read_jsonl
 from polylm.data.shards import write_shards
 from polylm.errors import PolyLMError
 
@@ -81,8 +81,8 @@ def test_resume_from_a_random_step_gives_the_next_100_batches(prepared):
 
 
 def test_one_and_two_workers_write_identical_shards(prepared, tmp_path):
-    docs = list(_read_jsonl(prepared / "clean" / "leipzig-ja.jsonl")) + list(
-        _read_jsonl(prepared / "clean" / "tatoeba.jsonl")
+    docs = list(read_jsonl(prepared / "clean" / "leipzig-ja.jsonl")) + list(
+        read_jsonl(prepared / "clean" / "tatoeba.jsonl")
     )
     for workers in (1, 2):
         write_shards(iter(docs), prepared / "tokenizer", tmp_path / f"w{workers}", workers=workers, progress=False)

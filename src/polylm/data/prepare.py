@@ -210,7 +210,8 @@ def _write_jsonl(docs: Iterator[Document], path: Path, validation: Path | None =
     return count
 
 
-def _read_jsonl(path: Path) -> Iterator[Document]:
+def read_jsonl(path: Path) -> Iterator[Document]:
+    """The documents of a clean-text file (`Document` fields as JSON, one per line)."""
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             yield Document(**json.loads(line))
@@ -262,13 +263,13 @@ def prepare(config: DataConfig, out: Path, config_path: Path | None = None) -> d
         if ledger.rejects is not None:
             ledger.rejects.close()
 
-    train_tokenizer_on(config, lambda source: _read_jsonl(clean / f"{source.name}.jsonl"), out)
+    train_tokenizer_on(config, lambda source: read_jsonl(clean / f"{source.name}.jsonl"), out)
     for source in config.sources:
-        write_shards(_read_jsonl(clean / f"{source.name}.jsonl"), out / "tokenizer", out / "shards" / source.name,
+        write_shards(read_jsonl(clean / f"{source.name}.jsonl"), out / "tokenizer", out / "shards" / source.name,
                      workers=config.workers)  # fmt: skip
         held_out = clean / f"{source.name}.val.jsonl"
         if held_out.exists() and held_out.stat().st_size:
-            write_shards(_read_jsonl(held_out), out / "tokenizer", out / "validation" / source.name, workers=1,
+            write_shards(read_jsonl(held_out), out / "tokenizer", out / "validation" / source.name, workers=1,
                          progress=False)  # fmt: skip
     return write_summary(config, out, ledger.to_dict(), dict(kept), config_path)
 

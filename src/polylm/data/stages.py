@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from datatrove.pipeline.base import PipelineStep
 
+from polylm.configfile import read_json
 from polylm.data.documents import Document, Ledger
 from polylm.data.filters import ExactDedup, MinHashDedup, run_steps
 from polylm.data.prepare import (
@@ -47,6 +48,7 @@ from polylm.data.prepare import (
     document_steps,
     held_out,
     input_documents,
+    read_jsonl,
     source_inputs,
     train_tokenizer_on,
     write_summary,
@@ -310,21 +312,8 @@ class Filter(Stage):
 
 
 def _clean_survivors(plan: Plan, item: Input) -> Iterator[tuple[int, Document]]:
-    with (plan.work / "clean" / f"{item.index:05d}.tsv").open(encoding="utf-8") as handle:
-        for line in handle:
-            position, record = line.split("\t", 1)
-            yield int(position), Document(**json.loads(record))
-
-
-def _documents(path: Path) -> Iterator[Document]:
-    if path.exists():
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                yield Document(**json.loads(line))
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
+    for position, record in _tagged_lines(plan.work / "clean" / f"{item.index:05d}.tsv"):
+        yield position, Document(**json.loads(record))
 
 
 class TrainTokenizer(Stage):
@@ -341,7 +330,7 @@ class TrainTokenizer(Stage):
         def documents(source: SourceConfig) -> Iterator[Document]:
             for item in plan.inputs:
                 if names[item.source] == source.name:
-                    yield from _documents(plan.clean_file(item))
+                    yield from read_jsonl(plan.clean_file(item))  # filter writes one per input
 
         train_tokenizer_on(plan.config, documents, plan.out)
 
@@ -349,7 +338,7 @@ class TrainTokenizer(Stage):
 def _kept_per_source(plan: Plan) -> dict[str, int]:
     kept = {source.name: 0 for source in plan.config.sources}
     for item in plan.inputs:
-        kept[plan.config.sources[item.source].name] += _read_json(
+        kept[plan.config.sources[item.source].name] += read_json(
             plan.work / "ledger" / f"{item.index:05d}.filter.json"
         )["kept"]
     return kept
@@ -365,7 +354,7 @@ class Tokenize(Stage):
                 path = plan.clean_file(item, validation)
                 if path.exists() and path.stat().st_size:
                     piece = plan.work / "pieces" / f"{item.index:05d}{'.val' if validation else ''}"
-                    metadata = write_shards(_documents(path), plan.out / "tokenizer", piece, progress=False)
+                    metadata = write_shards(read_jsonl(path), plan.out / "tokenizer", piece, progress=False)
                     self.stat_update("tokens", value=metadata["tokens"])
 
 
@@ -379,7 +368,7 @@ class Finalize(Stage):
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
         plan, config = self.plan, self.plan.config
         done = plan.out / "data.json"
-        if done.exists() and _read_json(done).get("run", {}).get("plan") == plan.identity:
+        if done.exists() and read_json(done).get("run", {}).get("plan") == plan.identity:
             shutil.rmtree(plan.work, ignore_errors=True)  # killed after data.json, before the clean-up
             return
         for validation, target in ((False, "shards"), (True, "validation")):
@@ -392,7 +381,7 @@ class Finalize(Stage):
         ledger = Ledger()
         for item in plan.inputs:
             for part in ("clean", "filter"):
-                ledger.add(_read_json(plan.work / "ledger" / f"{item.index:05d}.{part}.json"))
+                ledger.add(read_json(plan.work / "ledger" / f"{item.index:05d}.{part}.json"))
         if config.pipeline.rejects:
             with written_whole(plan.out / "rejects.jsonl") as out:
                 for item in plan.inputs:
