@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import EMBEDDED_CORPUS, REPO
+from conftest import REPO
 from polylm.checkpoint import load_model
 from polylm.cli import main
 from polylm.config import preset
@@ -24,43 +25,14 @@ from polylm.errors import PolyLMError
 from polylm.train.checkpointing import list_checkpoints
 from polylm.train.config import OptimSection, load_train_config
 from polylm.train.trainer import learning_rate
+from train_support import config_file, losses, prepare_train_data
 
 pytestmark = pytest.mark.filterwarnings("ignore:curriculum. source")  # the tiny corpus is reused, by design
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    """Prepared data from the embedded corpus: 4 languages, one bilingual source, 2 curriculum stages."""
-    root = tmp_path_factory.mktemp("train-data")
-    sources = "\n".join(
-        f'  - {{name: {lang}, lang: {lang}, paths: ["{EMBEDDED_CORPUS / (lang + ".txt")}"]}}'
-        for lang in ("en", "zh", "th", "de")
-    )
-    de, en = EMBEDDED_CORPUS / "de.txt", EMBEDDED_CORPUS / "en.txt"
-    pairs = f'[{{src_file: "{de}", tgt_file: "{en}", src_lang: de, tgt_lang: en}}]'
-    config = root / "data.yaml"
-    config.write_text(
-        f"sources:\n{sources}\n  - {{name: pairs, parallel: {pairs}}}\n"
-        "pipeline: {minhash_threshold: null}\ntokenizer: {vocab_size: 1500}\n"
-        "curriculum: {total_tokens: 40960, switch_fraction: 0.5, seq_len: 64}\nvalidation_fraction: 0.15\n"
-    )
-    assert main(["data", "prepare", "--config", str(config), "--out", str(root / "data")]) == 0
-    return root / "data"
-
-
-def _config_file(tmp_path, data_dir, **run):
-    path = tmp_path / "train.yaml"
-    run_yaml = ", ".join(f"{k}: {v}" for k, v in {"max_steps": 12, "checkpoint_every": 4, **run}.items())
-    path.write_text(
-        f"preset: tiny\ndata: {data_dir}\nmodel: {{overrides: {{num_layers: 2, hidden_size: 64, num_heads: 4}}}}\n"
-        f"batch: {{global_tokens: 512, micro_batch: 4}}\noptim: {{lr: 0.003, warmup_steps: 3, decay_steps: 12}}\n"
-        f"run: {{{run_yaml}}}\n"
-    )
-    return path
-
-
-def _losses(run_dir):
-    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return prepare_train_data(tmp_path_factory.mktemp("train-data"))
 
 
 def test_megatron_schedule():
@@ -74,7 +46,7 @@ def test_megatron_schedule():
 
 def test_training_lowers_the_loss_and_logs_per_language(tmp_path, data_dir):
     run = tmp_path / "run"
-    assert main(["pretrain", "--config", str(_config_file(tmp_path, data_dir)), "--out", str(run)]) == 0
+    assert main(["pretrain", "--config", str(config_file(tmp_path, data_dir)), "--out", str(run)]) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 13))
     assert {"loss", "lr", "tokens_per_s", "loss_by_lang", "lang_mix", "stage"} <= set(records[0])
@@ -91,7 +63,7 @@ def test_validation_loss_per_language(tmp_path, data_dir):
     every language" is measured on the real corpora (docs/pretrain.md: 200 steps, all 18 languages fall).
     """
     run = tmp_path / "run"
-    config = _config_file(tmp_path, data_dir, max_steps=40)
+    config = config_file(tmp_path, data_dir, max_steps=40)
     assert main(["pretrain", "--config", str(config), "--out", str(run), "optim.decay_steps=40"]) == 0
     records = [json.loads(line) for line in (run / "validation.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 40]
@@ -104,7 +76,7 @@ def test_validation_loss_per_language(tmp_path, data_dir):
 
 def test_resume_is_bit_identical(tmp_path, data_dir):
     whole, part = tmp_path / "whole", tmp_path / "part"
-    config = str(_config_file(tmp_path, data_dir))
+    config = str(config_file(tmp_path, data_dir))
     assert main(["pretrain", "--config", config, "--out", str(whole)]) == 0
     # Stopping at 8 stands for an interruption: the schedule is fixed by optim.decay_steps, not by max_steps.
     assert main(["pretrain", "--config", config, "--out", str(part), "--max-steps", "8"]) == 0
@@ -113,32 +85,37 @@ def test_resume_is_bit_identical(tmp_path, data_dir):
     (half_written / "__0_0.distcp").write_bytes(b"truncated")
     assert list_checkpoints(part)[-1].name == "step-00000008"  # ... is never picked
     assert main(["pretrain", "--config", config, "--out", str(part), "--resume", "auto"]) == 0
-    assert _losses(part) == _losses(whole)
+    assert losses(part) == losses(whole)
 
 
 @pytest.mark.slow
 def test_kill_9_at_a_random_step_then_resume(tmp_path, data_dir):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    config = str(_config_file(tmp_path, data_dir, checkpoint_every=2))
+    config = str(config_file(tmp_path, data_dir, checkpoint_every=2))
     assert main(["pretrain", "--config", config, "--out", str(whole)]) == 0
     command = [sys.executable, "-m", "polylm.cli", "pretrain", "--config", config, "--out", str(killed)]
-    stop_at = int(torch.randint(3, 10, ()).item())
+    # From the OS, not torch: the run above re-seeded torch, which would make this "random" step a constant.
+    stop_at = random.SystemRandom().randint(3, 9)
+    print(f"kill -9 once {stop_at} steps are logged")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline:
-        metrics = killed / "metrics.jsonl"
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= stop_at:
+    while time.time() < deadline and process.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= stop_at:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    assert process.returncode == -signal.SIGKILL  # the kill landed: the run had not finished on its own
+    logged = metrics.read_text().count("\n")
+    assert stop_at <= logged < 12, logged  # ... and it landed mid-run
     assert main(["pretrain", "--config", config, "--out", str(killed), "--resume", "auto"]) == 0
-    assert _losses(killed) == _losses(whole)
+    assert losses(killed) == losses(whole)
 
 
 def test_a_fresh_run_refuses_a_directory_holding_an_earlier_run(tmp_path, data_dir, capsys):
     run = tmp_path / "run"
-    config = str(_config_file(tmp_path, data_dir, max_steps=4))
+    config = str(config_file(tmp_path, data_dir, max_steps=4))
     assert main(["pretrain", "--config", config, "--out", str(run)]) == 0
     metrics = (run / "metrics.jsonl").read_text()
     assert main(["pretrain", "--config", config, "--out", str(run), "--max-steps", "2"]) == 1
@@ -169,7 +146,7 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.slow
 def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, data_dir):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    config = str(_config_file(tmp_path, data_dir))
+    config = str(config_file(tmp_path, data_dir))
     assert main(["pretrain", "--config", config, "--out", str(whole)]) == 0
     command = [sys.executable, "-c", KILLED_WHILE_SAVING_STEP_8, "pretrain", "--config", config, "--out", str(killed)]
     assert subprocess.run(command, capture_output=True).returncode == -signal.SIGKILL
@@ -177,14 +154,14 @@ def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, data
     assert (half_written / "weights").is_dir() and not (half_written / "trainer.pt").exists()
     assert [p.name for p in list_checkpoints(killed)] == ["step-00000004"]
     assert main(["pretrain", "--config", config, "--out", str(killed), "--resume", "auto"]) == 0
-    assert _losses(killed) == _losses(whole)
+    assert losses(killed) == losses(whole)
     assert [p.name for p in list_checkpoints(killed)] == ["step-00000004", "step-00000008", "step-00000012"]
     assert not half_written.exists()
 
 
 def test_export_loads_in_transformers(tmp_path, data_dir):
     run = tmp_path / "run"
-    assert main(["pretrain", "--config", str(_config_file(tmp_path, data_dir, max_steps=4)), "--out", str(run)]) == 0
+    assert main(["pretrain", "--config", str(config_file(tmp_path, data_dir, max_steps=4)), "--out", str(run)]) == 0
     copied = tmp_path / "copied-checkpoint"  # a checkpoint carries its tokenizer: it exports away from its run
     shutil.copytree(list_checkpoints(run)[-1], copied)
     out = tmp_path / "hf"
@@ -211,7 +188,7 @@ def test_export_loads_in_transformers(tmp_path, data_dir):
 )
 def test_bad_config_fails_before_training(tmp_path, data_dir, capsys, extra, message):
     run = tmp_path / "run"
-    assert main(["pretrain", "--config", str(_config_file(tmp_path, data_dir)), "--out", str(run), *extra]) == 1
+    assert main(["pretrain", "--config", str(config_file(tmp_path, data_dir)), "--out", str(run), *extra]) == 1
     assert message in capsys.readouterr().err
     assert not (run / "checkpoints").exists()
 
@@ -239,14 +216,14 @@ def test_torchrun_equals_one_process(tmp_path, data_dir, engine):
     Then the 2-rank checkpoint (sharded under FSDP) exports to transformers, and resumes in one process only when
     the world size change is allowed.
     """
-    config = str(_config_file(tmp_path, data_dir, max_steps=5))
+    config = str(config_file(tmp_path, data_dir, max_steps=5))
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["pretrain", "--config", config, "--out", str(one)]) == 0
     result = _torchrun("pretrain", "--config", config, "--out", str(two), f"parallel.engine={engine}")
     assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["world_size"] for r in records] == [2] * 5
-    gaps = [abs(single - double) for single, double in zip(_losses(one), _losses(two), strict=True)]
+    gaps = [abs(single - double) for single, double in zip(losses(one), losses(two), strict=True)]
     print(f"{engine}: 2 ranks vs 1 process, largest per-step loss gap over 5 steps {max(gaps):.1e}")
     assert max(gaps) <= 1e-5
 
@@ -266,7 +243,7 @@ def test_torchrun_equals_one_process(tmp_path, data_dir, engine):
 
 def test_plot_and_mfu(tmp_path, data_dir):
     run = tmp_path / "run"
-    config = str(_config_file(tmp_path, data_dir, max_steps=6, peak_flops=1e12))
+    config = str(config_file(tmp_path, data_dir, max_steps=6, peak_flops=1e12))
     assert main(["pretrain", "--config", config, "--out", str(run)]) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < r["mfu"] < 1 for r in records)
@@ -280,35 +257,35 @@ def test_activation_checkpointing_and_tensorboard(tmp_path, data_dir):
     """Recomputing activations changes memory, not the numbers; TensorBoard gets the same scalars as the JSONL."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = str(_config_file(tmp_path, data_dir, max_steps=4))
+    config = str(config_file(tmp_path, data_dir, max_steps=4))
     plain, recomputed = tmp_path / "plain", tmp_path / "recomputed"
     assert main(["pretrain", "--config", config, "--out", str(plain), "run.tensorboard=false"]) == 0
     assert not (plain / "tensorboard").exists()
     assert (
         main(["pretrain", "--config", config, "--out", str(recomputed), "parallel.activation_checkpointing=true"]) == 0
     )
-    assert _losses(recomputed) == pytest.approx(_losses(plain), abs=1e-6)
+    assert losses(recomputed) == pytest.approx(losses(plain), abs=1e-6)
     events = EventAccumulator(str(recomputed / "tensorboard"))
     events.Reload()
     logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
     assert [step for step, _ in logged] == [1, 2, 3, 4]
-    assert [value for _, value in logged] == pytest.approx(_losses(recomputed), rel=1e-6)
+    assert [value for _, value in logged] == pytest.approx(losses(recomputed), rel=1e-6)
     assert {"train/loss_by_lang/en", "train/lang_mix/zh", "validation/loss_by_lang/de"} <= set(events.Tags()["scalars"])
 
 
 @pytest.mark.slow
 def test_compiled_blocks_train_alike(tmp_path, data_dir):
-    config = str(_config_file(tmp_path, data_dir, max_steps=3))
+    config = str(config_file(tmp_path, data_dir, max_steps=3))
     eager, compiled = tmp_path / "eager", tmp_path / "compiled"
     assert main(["pretrain", "--config", config, "--out", str(eager)]) == 0
     assert main(["pretrain", "--config", config, "--out", str(compiled), "parallel.compile=true"]) == 0
-    assert _losses(compiled) == pytest.approx(_losses(eager), rel=1e-4)
+    assert losses(compiled) == pytest.approx(losses(eager), rel=1e-4)
 
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_then_resume(tmp_path, data_dir):
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    config = str(_config_file(tmp_path, data_dir, checkpoint_every=100))
+    config = str(config_file(tmp_path, data_dir, checkpoint_every=100))
     assert main(["pretrain", "--config", config, "--out", str(whole)]) == 0
     command = [sys.executable, "-m", "polylm.cli", "pretrain", "--config", config, "--out", str(stopped)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -322,7 +299,7 @@ def test_sigterm_checkpoints_the_current_step_then_resume(tmp_path, data_dir):
     last_logged = len(metrics.read_text().splitlines())
     assert last_logged < 12 and list_checkpoints(stopped)[-1].name == f"step-{last_logged:08d}"
     assert main(["pretrain", "--config", config, "--out", str(stopped), "--resume", "auto"]) == 0
-    assert _losses(stopped) == _losses(whole)
+    assert losses(stopped) == losses(whole)
 
 
 @pytest.mark.parametrize(("name", "lr", "layers"), [("polylm-1.7b", 1.0e-4, 24), ("polylm-13b", 6.0e-5, 40)])
@@ -335,19 +312,19 @@ def test_full_size_examples_follow_the_paper(name, lr, layers):
 
 def test_time_budget_stops_with_a_checkpoint_then_resume(tmp_path, data_dir, capsys):
     whole, budgeted = tmp_path / "whole", tmp_path / "budgeted"
-    config = str(_config_file(tmp_path, data_dir, max_steps=6))
+    config = str(config_file(tmp_path, data_dir, max_steps=6))
     assert main(["pretrain", "--config", config, "--out", str(whole)]) == 0
     assert main(["pretrain", "--config", config, "--out", str(budgeted), "run.max_minutes=1e-6"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["stopped_by"] == "time"
     assert [p.name for p in list_checkpoints(budgeted)] == ["step-00000001"]
     assert main(["pretrain", "--config", config, "--out", str(budgeted), "--resume", "auto"]) == 0
-    assert _losses(budgeted) == _losses(whole)
+    assert losses(budgeted) == losses(whole)
 
 
 @pytest.mark.slow
 def test_a_log_file_gets_a_few_plain_progress_lines(tmp_path, data_dir):
     """Cluster logs: with output to a file, 200 steps make a handful of whole lines, never a redrawn bar."""
-    config = str(_config_file(tmp_path, data_dir, max_steps=200, checkpoint_every=100))
+    config = str(config_file(tmp_path, data_dir, max_steps=200, checkpoint_every=100))
     log = tmp_path / "pretrain.log"
     command = [sys.executable, "-m", "polylm.cli", "pretrain", "--config", config, "--out", str(tmp_path / "run"),
                "batch.global_tokens=128", "batch.micro_batch=2", "optim.decay_steps=200"]  # fmt: skip

@@ -37,8 +37,10 @@ def _report(args: argparse.Namespace, last: dict, keys: tuple[str, ...]) -> None
 
 
 def _finetune(args: argparse.Namespace) -> None:
+    from polylm.durable import write_json
     from polylm.errors import PolyLMError
     from polylm.instruct.sft import InstructionData
+    from polylm.runlock import hold_run_dir
     from polylm.tokenizer import Tokenizer
     from polylm.train.trainer import train
 
@@ -47,13 +49,14 @@ def _finetune(args: argparse.Namespace) -> None:
         raise PolyLMError("finetune config: model.path must name the model directory to start from")
     data = InstructionData(Path(config.data), Tokenizer.from_dir(config.model.path), config.sft, config.run.seed)
     run = Path(args.out)
-    run.mkdir(parents=True, exist_ok=True)
-    summary = {"sequences": len(data.train), "held_out_conversations": len(data.held_out), "dropped": data.dropped}
-    (run / "sft_data.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if data.dropped:
-        print(f"polylm: warning: {sum(data.dropped.values())} conversation(s) longer than a sequence left out "
-              f"(by split and language: {run / 'sft_data.json'})", file=sys.stderr)  # fmt: skip
-    _report(args, train(config, run, resume=args.resume, data=data), ("step", "loss", "val_response_loss"))
+    with hold_run_dir(run, "polylm finetune"):
+        summary = {"sequences": len(data.train), "held_out_conversations": len(data.held_out), "dropped": data.dropped}
+        write_json(run / "sft_data.json", summary)
+        if data.dropped:
+            print(f"polylm: warning: {sum(data.dropped.values())} conversation(s) longer than a sequence left out "
+                  f"(by split and language: {run / 'sft_data.json'})", file=sys.stderr)  # fmt: skip
+        last = train(config, run, resume=args.resume, data=data)
+    _report(args, last, ("step", "loss", "val_response_loss"))
 
 
 def _plot(args: argparse.Namespace) -> None:

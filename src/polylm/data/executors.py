@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from polylm.durable import write_json
 from polylm.errors import PolyLMError
+from polylm.runlock import hold_run_dir
 
 if TYPE_CHECKING:
     from polylm.data.prepare import DataConfig
@@ -106,14 +108,21 @@ def run(config: DataConfig, out: Path, config_path: Path | None, kind: str) -> d
     """Run (local, ray) or submit (slurm) the staged preparation into `out`; the summary when it ran here."""
     # A failing task's log keeps its traceback; without loguru's variable dumps, which bury the message.
     os.environ.setdefault("LOGURU_DIAGNOSE", "NO")
-    from datatrove.executor import LocalPipelineExecutor, RayPipelineExecutor, SlurmPipelineExecutor
-
-    from polylm.data.stages import Plan, stages
+    from polylm.data.stages import Plan
 
     section = config.executor
     check(kind, section)
     plan = Plan(config, out.resolve(), section.tasks, config_path)
     _check_inputs(plan)
+    with hold_run_dir(plan.out, f"polylm data prepare --executor {kind}"):
+        return _run(plan, section, kind)
+
+
+def _run(plan: Plan, section: ExecutorSection, kind: str) -> dict | None:
+    from datatrove.executor import LocalPipelineExecutor, RayPipelineExecutor, SlurmPipelineExecutor
+
+    from polylm.data.stages import stages
+
     _claim(plan)
     facts = {"executor": kind, "tasks": section.tasks}
     executors = []
@@ -185,6 +194,4 @@ def _claim(plan: Plan) -> None:
             )
         return
     record.parent.mkdir(parents=True, exist_ok=True)
-    temp = record.with_suffix(".tmp")
-    temp.write_text(json.dumps({"plan": plan.identity, "tasks": plan.tasks}) + "\n", encoding="utf-8")
-    os.replace(temp, record)
+    write_json(record, {"plan": plan.identity, "tasks": plan.tasks})

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from polylm.data.curriculum import CurriculumSampler
-from polylm.data.shards import ShardSet, written_whole
+from polylm.data.shards import ShardSet
+from polylm.durable import written_whole
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1

@@ -38,8 +38,10 @@ from polylm.data.filters import (
 )
 from polylm.data.megatron import write_megatron
 from polylm.data.readers import read_documents, read_pairs
-from polylm.data.shards import ShardSet, write_shards, written_whole
+from polylm.data.shards import ShardSet, write_shards
+from polylm.durable import written_whole
 from polylm.errors import PolyLMError
+from polylm.runlock import hold_run_dir
 from polylm.tokenizer import Tokenizer, TokenizerTrainingConfig, train_tokenizer
 
 PARALLEL_FILE_KEYS = ("tsv", "jsonl", "src_file", "tgt_file")
@@ -241,7 +243,11 @@ def train_tokenizer_on(config: DataConfig, documents: Callable[[SourceConfig], I
 
 def prepare(config: DataConfig, out: Path, config_path: Path | None = None) -> dict:
     """Run the whole preparation into `out` and return the summary saved as `out/data.json`."""
-    out.mkdir(parents=True, exist_ok=True)
+    with hold_run_dir(out, "polylm data prepare"):
+        return _prepare(config, out, config_path)
+
+
+def _prepare(config: DataConfig, out: Path, config_path: Path | None) -> dict:
     ledger = Ledger()
     if config.pipeline.rejects:
         ledger.open_rejects(out / "rejects.jsonl")

@@ -24,14 +24,15 @@ import os
 import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import IO, BinaryIO, TextIO
+from typing import BinaryIO, TextIO
 
 import numpy as np
 
 from polylm.data.documents import Document
+from polylm.durable import close_synced, fsync_dir, replace_dir, write_bytes
 from polylm.errors import PolyLMError
 from polylm.progress import progress_bar
 from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
@@ -142,30 +143,6 @@ def _encoded(
             yield done, result.get()
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in `path` durable (POSIX; elsewhere directories cannot be opened)."""
-    if os.name != "posix":
-        return
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def _close_synced(handle: BinaryIO | TextIO) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-    handle.close()
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with path.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 class _ShardWriter:
     """Appends encoded batches to the shard files of `directory`, starting a new shard before one would overflow."""
 
@@ -189,13 +166,13 @@ class _ShardWriter:
 
     def _close(self) -> None:
         assert self._bin is not None and self._ids is not None
-        _close_synced(self._bin)
-        _close_synced(self._ids)
+        close_synced(self._bin)
+        close_synced(self._ids)
         self._bin = self._ids = None
         lengths = np.concatenate(self._lengths)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(OFFSET_DTYPE)
         for suffix, array in ((".idx", offsets), (".lang", np.concatenate(self._codes))):
-            _write_synced(self.directory / f"{self._name}{suffix}", array.tobytes())
+            write_bytes(self.directory / f"{self._name}{suffix}", array.tobytes())
         self.shards.append(
             {"name": self._name, "documents": len(lengths), "tokens": self._tokens, "sha256": self._digest.hexdigest()}
         )
@@ -251,34 +228,6 @@ class _ShardWriter:
         for handle in (self._bin, self._ids):
             if handle is not None:
                 handle.close()
-
-
-@contextmanager
-def written_whole(path: Path, mode: str = "w") -> Iterator[IO]:
-    """A file that appears at `path` only complete (flushed, synced, renamed into place), or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    with temp.open(mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-        try:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            handle.close()
-            temp.unlink(missing_ok=True)
-            raise
-    os.replace(temp, path)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put the complete `new` at `target`; an old `target` is moved aside first and removed once `new` is in place."""
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    new.rename(target)
-    _fsync_dir(target.parent)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_shards(
@@ -368,9 +317,9 @@ def _write_directory(
             "text_bytes": writer.text_bytes,
             "shards": writer.shards,
         }
-        _write_synced(temp / METADATA_FILE, (json.dumps(metadata, indent=2, ensure_ascii=False) + "\n").encode())
-        _fsync_dir(temp)
-        _replace_dir(temp, out_dir)
+        write_bytes(temp / METADATA_FILE, (json.dumps(metadata, indent=2, ensure_ascii=False) + "\n").encode())
+        fsync_dir(temp)
+        replace_dir(temp, out_dir)
     except BaseException:
         writer.abort()
         shutil.rmtree(temp, ignore_errors=True)

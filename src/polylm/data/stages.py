@@ -53,7 +53,8 @@ from polylm.data.prepare import (
     train_tokenizer_on,
     write_summary,
 )
-from polylm.data.shards import ShardSet, merge_shards, write_shards, written_whole
+from polylm.data.shards import ShardSet, merge_shards, write_shards
+from polylm.durable import written_whole
 from polylm.errors import PolyLMError
 
 POSITION_BITS = 40

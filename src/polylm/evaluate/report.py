@@ -8,7 +8,6 @@ the item count, malformed rows set aside, source files, data fixes and sacrebleu
 
 from __future__ import annotations
 
-import json
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -18,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # after use(): the backend is chosen first
 
+from polylm.durable import write_json, write_text
 from polylm.errors import PolyLMError
 
 PACKAGES = ("polylm", "torch", "sentencepiece", "sacrebleu", "rouge-score", "numpy")
@@ -112,9 +112,9 @@ def write_outputs(report: dict, output: Path) -> list[Path]:
     if output.suffix != ".json":
         raise PolyLMError(f"{output}: --output must be a .json file")
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(output, report)
     table = output.with_suffix(".md")
-    table.write_text(markdown(report), encoding="utf-8")
+    write_text(table, markdown(report))
     charts = []
     for task, per_lang in report["results"].items():
         chart = output.with_suffix(f".{task}.png")

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from polylm.configfile import read_json
 from polylm.data.filters import LanguageFilter
+from polylm.durable import write_json, written_whole
 from polylm.errors import PolyLMError
 from polylm.instruct.formats import UNKNOWN_LANG, Entry
 from polylm.instruct.loaders import read_conversations, read_entries
@@ -40,7 +41,6 @@ from polylm.instruct.stats import Tally
 from polylm.progress import progress_bar
 from polylm.tokenizer import Tokenizer
 
-OUTPUTS = ("train.jsonl", "validation.jsonl", "dropped.jsonl")
 LID_CHARS = 2000
 """Language ID reads the first this many characters of the joined messages (enough, and bounded)."""
 DUPLICATE, SAMPLED_OUT = "duplicate", "over max_records"
@@ -179,38 +179,30 @@ def prepare(
                 raise PolyLMError(f"source {source.name!r}: {path.path}: file not found")
     length = LengthFilter(config.length) if config.length.max_tokens is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    partial = {name: out / f"{name}.partial" for name in OUTPUTS}
     tally = Tally({source.name: source.format for source in config.sources})
-    try:
-        with (
-            partial["train.jsonl"].open("w", encoding="utf-8") as train,
-            partial["validation.jsonl"].open("w", encoding="utf-8") as validation,
-            partial["dropped.jsonl"].open("w", encoding="utf-8") as dropped,
-            progress_bar(unit=" records", disable=not progress) as bar,
-        ):
-            lid = LanguageFilter(config.lid_languages) if config.language_id else None
-            run = _Run(config, tally, dropped, strict, bar, length, lid, set())
-            for source in config.sources:
-                bar.set_description(source.name)
-                kept = []
-                for key, conversation in _sampled(source, run):
-                    split = "validation" if held_out(key, config.validation_fraction) else "train"
-                    (validation if split == "validation" else train).write(
-                        json.dumps(conversation.to_dict(), ensure_ascii=False) + "\n"
-                    )
-                    tally.kept(source.name, conversation.lang, split)
-                    kept.append(key)
-                run.seen.update(kept)
-    except BaseException:
-        for path in partial.values():
-            path.unlink(missing_ok=True)
-        raise
-    for name, path in partial.items():
-        path.replace(out / name)
+    # Each output appears whole or not at all (polylm.durable); an error or a kill leaves the previous ones.
+    with (
+        written_whole(out / "train.jsonl") as train,
+        written_whole(out / "validation.jsonl") as validation,
+        written_whole(out / "dropped.jsonl") as dropped,
+        progress_bar(unit=" records", disable=not progress) as bar,
+    ):
+        lid = LanguageFilter(config.lid_languages) if config.language_id else None
+        run = _Run(config, tally, dropped, strict, bar, length, lid, set())
+        for source in config.sources:
+            bar.set_description(source.name)
+            kept = []
+            for key, conversation in _sampled(source, run):
+                split = "validation" if held_out(key, config.validation_fraction) else "train"
+                (validation if split == "validation" else train).write(
+                    json.dumps(conversation.to_dict(), ensure_ascii=False) + "\n"
+                )
+                tally.kept(source.name, conversation.lang, split)
+                kept.append(key)
+            run.seen.update(kept)
     stats = {"config_file": str(config_path) if config_path else None, **tally.to_dict()}
-    (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    resolved = {"config_file": str(config_path) if config_path else None, **config.to_dict()}
-    (out / "mixture.json").write_text(json.dumps(resolved, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(out / "stats.json", stats)
+    write_json(out / "mixture.json", {"config_file": str(config_path) if config_path else None, **config.to_dict()})
     return stats
 
 

@@ -12,6 +12,7 @@ and can be edited, or copied into a `--seeds` directory for later runs.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,15 +21,31 @@ from polylm.selfinstruct.client import ChatClient, Completion
 from polylm.selfinstruct.filters import TaskFilter
 from polylm.selfinstruct.parser import parse_answer
 from polylm.selfinstruct.prompts import translation_prompt
-from polylm.selfinstruct.state import Store, read_jsonl
+from polylm.selfinstruct.state import Store
 from polylm.selfinstruct.stats import LanguageStats
 from polylm.selfinstruct.task import Task, make_task, task_from_record
+
+
+def _read_objects(path: Path) -> list[dict]:
+    """The objects of a user's JSONL file; a PolyLMError naming FILE:LINE for a line that is not a JSON object."""
+    rows = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PolyLMError(f"{path}:{number}: not JSON ({getattr(exc, 'msg', 'not UTF-8')})") from None
+        if not isinstance(row, dict):
+            raise PolyLMError(f"{path}:{number}: expected a JSON object")
+        rows.append(row)
+    return rows
 
 
 def read_seed_file(path: Path) -> list[tuple[str, Task]]:
     """(id, task) of every usable record of an Alpaca-style or Self-Instruct seed file."""
     seeds = []
-    for number, row in enumerate(read_jsonl(path), 1):
+    for number, row in enumerate(_read_objects(path), 1):
         instances = row.get("instances")
         if isinstance(instances, list) and instances and isinstance(instances[0], dict):
             row = {**instances[0], "instruction": row.get("instruction"), "id": row.get("id")}

@@ -6,14 +6,15 @@
 - `trainer.pt`: step, tokens seen, sampler state, RNG states, world size, model config;
 - `train_config.json`: the resolved config;
 - `tokenizer/`: the run's tokenizer, so that a checkpoint copied anywhere exports on its own.
-Everything is written into `.step-NNNNNNNN.tmp`, flushed to disk, then renamed: a save killed half-way leaves only
-the hidden directory, which is never picked (and is cleared by the next save of that step).
+Everything is written into `.step-NNNNNNNN.tmp`, fsynced (files and directories), then renamed into place and the
+folder fsynced (`polylm.durable`): a save killed half-way leaves only the hidden directory, which is never picked
+(and is cleared by the next save of that step). A same-step checkpoint being replaced is moved aside, not deleted
+first, and rotated-out checkpoints are hidden before they are removed, so every `step-*` name is a whole one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from polylm.config import ModelConfig
+from polylm.durable import remove_dir, replace_dir, sync_tree
 from polylm.errors import PolyLMError
 from polylm.model import PolyLM
 from polylm.tokenizer import Tokenizer
@@ -34,6 +36,7 @@ from polylm.train.config import TrainConfig
 from polylm.train.distributed import World
 
 PREFIX = "step-"
+_EARLIER = "remove this checkpoint directory to resume from the one before it"
 
 
 @contextmanager
@@ -48,13 +51,6 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (a checkpoint only gets its final name once fully written)."""
     folder = run_dir / "checkpoints"
     return sorted(folder.glob(f"{PREFIX}*")) if folder.is_dir() else []
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in [*root.rglob("*"), root]:
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
 
 
 def save_checkpoint(
@@ -81,21 +77,25 @@ def save_checkpoint(
         torch.save(trainer_state, temporary / "trainer.pt")
         (temporary / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         shutil.copytree(run_dir / "tokenizer", temporary / "tokenizer")
-        _fsync_tree(temporary)
-        if final.exists():
-            shutil.rmtree(final)
-        temporary.rename(final)
+        sync_tree(temporary)
+        replace_dir(temporary, final)
         for old in list_checkpoints(run_dir)[: -config.run.keep_last]:
-            shutil.rmtree(old)
+            remove_dir(old)
     world.barrier()
     return final
 
 
 def read_trainer_state(checkpoint: Path) -> dict:
+    path = checkpoint / "trainer.pt"
     try:
-        return torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
         raise PolyLMError(f"{checkpoint}: not a training checkpoint (no trainer.pt)") from None
+    except Exception as exc:  # torch.load fails in many ways on a damaged file (pickle, zip, EOF)
+        raise PolyLMError(f"{path}: damaged, cannot be read ({type(exc).__name__}); {_EARLIER}") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise PolyLMError(f"{path}: damaged, not a trainer state; {_EARLIER}")
+    return state
 
 
 def load_checkpoint(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -103,8 +103,12 @@ def load_checkpoint(checkpoint: Path, model: nn.Module, optimizer: torch.optim.O
     trainer_state = read_trainer_state(checkpoint)
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
-    with _quiet_single_process():
-        dcp.load(state, checkpoint_id=checkpoint / "weights", no_dist=not dist.is_initialized())
+    try:
+        with _quiet_single_process():
+            dcp.load(state, checkpoint_id=checkpoint / "weights", no_dist=not dist.is_initialized())
+    except Exception as exc:  # a damaged or missing shard file: DCP's own exception types vary
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise PolyLMError(f"{checkpoint / 'weights'}: cannot be read ({first}); {_EARLIER}") from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     return trainer_state
 

@@ -1,31 +1,53 @@
 """The run's metrics: `metrics.jsonl` (one object per logged step), `validation.jsonl`, TensorBoard event files.
 
-Only rank 0 writes. On resume, records past the checkpoint's step are dropped from both JSONL files and from
-TensorBoard (`purge_step`), since those steps are computed again.
+Only rank 0 writes, through `polylm.durable`: each record is appended and fsynced, so what is on disk survives a
+kill or a power cut. On resume, records past the checkpoint's step are dropped from both JSONL files by an atomic
+rewrite (a kill during it leaves the old file whole) and from TensorBoard (`purge_step`), since those steps are
+computed again; a torn last line, a record the kill cut, goes with them.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
+from polylm.durable import append_jsonl, read_jsonl, rewrite_jsonl, write_text
+from polylm.errors import PolyLMError
+
+
+def _step(path: Path, record: dict) -> int:
+    step = record.get("step")
+    if not isinstance(step, int):
+        raise PolyLMError(f"{path}: a record without an integer 'step' ({str(record)[:80]}); the file is damaged")
+    return step
+
+
+def _check_complete(path: Path, last_logged: int) -> None:
+    """A record is appended and fsynced before its step's checkpoint, so the log must reach the last step logged
+    before the checkpoint; if it does not, records were lost by something other than a kill: say so."""
+    records = read_jsonl(path).records
+    reached = records[-1]["step"] if records else 0
+    if reached < last_logged:
+        raise PolyLMError(
+            f"{path}: ends at step {reached}, but the checkpoint resumed from had logged step {last_logged}; the "
+            "file lost records (restored from an old copy?): put the complete file back, or start a new --out"
+        )
+
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, resumed_step: int | None, tensorboard: bool) -> None:
+    def __init__(self, run_dir: Path, resumed_step: int | None, tensorboard: bool, log_every: int = 1) -> None:
         self.train_path = run_dir / "metrics.jsonl"
         self.validation_path = run_dir / "validation.jsonl"
         for path in (self.train_path, self.validation_path):
-            kept = path.read_text().splitlines() if resumed_step is not None and path.exists() else []
-            kept = [line for line in kept if json.loads(line)["step"] <= resumed_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            if resumed_step is None:
+                write_text(path, "")
+            else:
+                rewrite_jsonl(path, lambda record, path=path: _step(path, record) <= resumed_step)
+        if resumed_step is not None:
+            _check_complete(self.train_path, resumed_step - resumed_step % log_every)
         purge = resumed_step + 1 if resumed_step is not None else None
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge) if tensorboard else None
-
-    def _append(self, path: Path, record: dict) -> None:
-        with path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
 
     def _scalars(self, prefix: str, record: dict, step: int) -> None:
         if self.writer is None:
@@ -38,11 +60,11 @@ class MetricsLog:
                 self.writer.add_scalar(f"{prefix}{key}", value, step)
 
     def train(self, record: dict) -> None:
-        self._append(self.train_path, record)
+        append_jsonl(self.train_path, [record])
         self._scalars("train/", record, record["step"])
 
     def validation(self, record: dict) -> None:
-        self._append(self.validation_path, record)
+        append_jsonl(self.validation_path, [record])
         self._scalars("validation/", record, record["step"])
 
     def close(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import matplotlib
@@ -11,21 +10,16 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # after use(): the backend is chosen first
 
+from polylm.durable import read_jsonl
 from polylm.errors import PolyLMError
-
-
-def _records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def plot_run(run_dir: Path) -> list[Path]:
     """Write RUN_DIR/plots/{loss_by_language,language_mix}.png and return their paths."""
-    metrics = _records(run_dir / "metrics.jsonl")
+    metrics = read_jsonl(run_dir / "metrics.jsonl").records
     if not metrics:
         raise PolyLMError(f"{run_dir / 'metrics.jsonl'}: no training steps to plot")
-    validation = _records(run_dir / "validation.jsonl")
+    validation = read_jsonl(run_dir / "validation.jsonl").records
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     steps = [r["step"] for r in metrics]

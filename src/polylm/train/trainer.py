@@ -10,7 +10,6 @@ from `train.checkpointing`; the metrics files from `train.metrics`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import signal
 import sys
@@ -25,10 +24,12 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from polylm.config import ModelConfig, preset
+from polylm.durable import write_json
 from polylm.errors import PolyLMError
 from polylm.loss import IGNORE_INDEX
 from polylm.model import PolyLM, build_model, count_parameters
 from polylm.progress import progress_bar
+from polylm.runlock import hold_run_dir
 from polylm.tokenizer import Tokenizer
 from polylm.train.checkpointing import list_checkpoints, load_checkpoint, read_trainer_state, save_checkpoint
 from polylm.train.config import OptimSection, TrainConfig
@@ -220,6 +221,20 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None, data: T
     engine = resolve_engine(config.parallel.engine, world)
     data = data if data is not None else PretrainingData(Path(config.data))
     samples_per_step = _check_batch(config, data.seq_len, data.num_samples, world, Path(config.data))
+    with hold_run_dir(run_dir, "training"):
+        return _train(config, run_dir, resume, data, world, engine, samples_per_step)
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    resume: str | None,
+    data: TrainingData,
+    world: World,
+    engine: str,
+    samples_per_step: int,
+) -> dict:
+    """The run itself, with `run_dir` held by this process."""
     if resume != "auto":
         _check_fresh_run_dir(run_dir)
     checkpoints = list_checkpoints(run_dir) if resume == "auto" else []
@@ -245,8 +260,10 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None, data: T
     log = None
     if world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(run_dir, step if trainer_state is not None else None, config.run.tensorboard)
-        (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        log = MetricsLog(
+            run_dir, step if trainer_state is not None else None, config.run.tensorboard, config.run.log_every
+        )
+        write_json(run_dir / "train_config.json", config.to_dict())
         data.tokenizer.save(run_dir / "tokenizer")
 
     # Under FSDP bf16 comes from its MixedPrecisionPolicy; elsewhere from autocast over fp32 weights.
