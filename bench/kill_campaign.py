@@ -5,7 +5,9 @@
 One uninterrupted run is the reference, and calibrates the campaign: how long the command takes to start and to
 make each unit of progress (a logged step, a completed datatrove task, a kept self-instruct record). Then the
 same command runs in a fresh directory and is killed with SIGKILL (its whole process group) after a random
-delay: the start-up plus a random share of what is left, capped so the kills spread over the run. A round
+delay: the start-up plus a random share of the time the work left needs (on average 1/(kills left + 1) of it, so
+the kills spread to the end). A run about to finish (`margin` units short of the total) is killed at once (the
+round's trigger says "guard"): a resume can start faster than the delay expected. A round
 counts as *landed* only if the process died by SIGKILL (not on its own) and its progress was short of the total
 at that moment; it also notes whether the kill fell inside a checkpoint or shard write (a hidden temporary
 file or directory present). The next round resumes (`--resume auto`, or the same command for data prepare and
@@ -47,7 +49,8 @@ POLYLM = [sys.executable, "-m", "polylm.cli"]
 @dataclass
 class Round:
     number: int
-    delay_s: float
+    delay_s: float  # the random wall-clock delay drawn for this round
+    trigger: str  # "time": the delay ran out; "guard": the run reached total - margin first, and was killed then
     exit_code: int
     progress: int  # units done when the kill came
     total: int
@@ -63,8 +66,9 @@ class Target:
     total: int
     command: Callable[[Path, bool], list[str]]  # (out, resuming) -> argv
     progress: Callable[[Path], int]
-    in_write: Callable[[Path], bool]
+    in_write: Callable[[Path, float], bool]  # (out, round start): a write begun this round is in flight
     compare: Callable[[Path, Path], dict]  # (reference out, campaign out) -> {"identical": bool, ...}
+    margin: int = 1  # progress units short of the total at which the guard kills a run that would finish
     env: dict = field(default_factory=dict)
     close: Callable[[], None] = lambda: None
     during_kill: Callable[[Path], None] = lambda out: None  # what to record at each kill (self-instruct)
@@ -74,8 +78,21 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-def _hidden_temporaries(out: Path) -> bool:
-    return any(".tmp" in p.name for p in out.rglob(".*")) if out.exists() else False
+def _hidden_temporaries(out: Path, since: float) -> bool:
+    """A hidden temporary (file or directory) made since `since`: a write the kill interrupts."""
+    found = [Path(root) / name for root, dirs, files in os.walk(out) for name in dirs + files
+             if name.startswith(".") and ".tmp" in name]  # fmt: skip
+    return _made_since(found, since)
+
+
+def _made_since(paths: list[Path], since: float) -> bool:
+    for path in paths:
+        try:
+            if path.stat().st_mtime >= since:
+                return True
+        except FileNotFoundError:  # finished (renamed or removed) meanwhile
+            continue
+    return False
 
 
 # --- pretrain and finetune -------------------------------------------------------------------------------------
@@ -121,8 +138,10 @@ def _train_target(name: str, verb: str, config: Path, steps: int) -> Target:
     def command(out: Path, resuming: bool) -> list[str]:
         return [*POLYLM, verb, "--config", str(config), "--out", str(out), *(["--resume", "auto"] if resuming else [])]
 
-    def in_write(out: Path) -> bool:
-        return any((out / "checkpoints").glob(".step-*")) if (out / "checkpoints").exists() else False
+    def in_write(out: Path, since: float) -> bool:
+        """A checkpoint being written, replaced or rotated out, begun this round."""
+        folder = out / "checkpoints"
+        return folder.exists() and _made_since(list(folder.glob(".step-*")), since)
 
     return Target(name, steps, command, lambda out: _lines(out / "metrics.jsonl"), in_write, _compare_losses)
 
@@ -131,8 +150,8 @@ def pretrain_target(work: Path, steps: int) -> Target:
     data = _prepare_tiny_data(work)
     config = work / "pretrain.yaml"
     config.write_text(
-        f"preset: tiny\ndata: {data}\nmodel: {{overrides: {{num_layers: 2, hidden_size: 64, num_heads: 4}}}}\n"
-        f"batch: {{global_tokens: 512, micro_batch: 4}}\noptim: {{lr: 0.003, warmup_steps: 3, decay_steps: {steps}}}\n"
+        f"preset: tiny\ndata: {data}\nmodel: {{overrides: {{num_layers: 2, hidden_size: 128, num_heads: 4}}}}\n"
+        f"batch: {{global_tokens: 1024, micro_batch: 4}}\noptim: {{lr: 0.003, warmup_steps: 3, decay_steps: {steps}}}\n"
         f"run: {{max_steps: {steps}, checkpoint_every: 1, keep_last: 2, eval_every: 10}}\n"
     )
     return _train_target("pretrain", "pretrain", config, steps)
@@ -227,8 +246,8 @@ def selfinstruct_target(work: Path, per_language: int) -> Target:
     def command(out: Path, resuming: bool) -> list[str]:
         return [*POLYLM, "self-instruct", "--endpoint", fake.url, "--model", "fake-model", "--languages",
                 ",".join(languages), "--per-language", str(per_language), "--out", str(out), "--no-progress",
-                "--timeout", "2", "--backoff", "0.01", "--retries", "40", "--concurrency", "3", "--seeds",
-                str(seeds)]  # fmt: skip
+                "--timeout", "2", "--backoff", "0.01", "--retries", "40", "--concurrency", "3", "--max-rounds",
+                "400", "--seeds", str(seeds)]  # fmt: skip
 
     def lines(out: Path) -> dict[str, list[str]]:
         found = {}
@@ -256,6 +275,7 @@ def selfinstruct_target(work: Path, per_language: int) -> Target:
                 "reference_records": progress(reference)}  # fmt: skip
 
     return Target("self-instruct", per_language * len(languages), command, progress, _hidden_temporaries, compare,
+                  margin=6,
                   close=lambda: fake.__exit__(None, None, None),
                   during_kill=lambda out: seen.append(lines(out)))  # fmt: skip
 
@@ -294,33 +314,46 @@ def campaign(target: Target, work: Path, kills: int, seed: int) -> dict:
     rounds: list[Round] = []
     for number in range(1, kills + 1):
         done = target.progress(out)
-        remaining = (target.total - done) * per_unit
-        window = min(0.9 * remaining, 2 * (whole - startup) / kills)
-        delay = startup * rng.uniform(0.3, 1.0) + rng.uniform(0, 1) * window
+        # On average each round does 1/(kills left + 1) of the work left, so the kills spread to the end.
+        share = rng.uniform(0, 2 / (kills - number + 2))
+        delay = startup * rng.uniform(0.5, 1.0) + share * (target.total - done) * per_unit
+        guard = max(target.total - target.margin, done + 1)  # a run about to finish is killed at once
+        began = time.time()
         process = _start(target, out, number > 1, log)
-        deadline = time.monotonic() + delay
+        deadline, advanced, trigger = time.monotonic() + delay, None, "time"
         while time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.005)
-        in_write = target.in_write(out)
+            progress = target.progress(out)
+            if advanced is None and progress > done:
+                advanced = time.monotonic() - (deadline - delay)
+            if progress >= guard:
+                trigger = "guard"
+                break
+            time.sleep(0.01)
+        in_write = target.in_write(out, began)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         target.during_kill(out)
         progress = target.progress(out)
         landed = process.returncode == -signal.SIGKILL and progress < target.total
-        rounds.append(Round(number, round(delay, 3), process.returncode, progress, target.total, in_write, landed))
+        rounds.append(Round(number, round(delay, 3), trigger, process.returncode, progress, target.total, in_write,
+                            landed))  # fmt: skip
         print(
-            f"kill {number:>2}/{kills}: after {delay:6.2f} s, exit {process.returncode}, progress {progress}/"
-            f"{target.total}{', inside a write' if in_write else ''}{'' if landed else '  NOT LANDED'}",
+            f"kill {number:>2}/{kills}: after {delay:6.2f} s{' (guard)' if trigger == 'guard' else ''}, exit "
+            f"{process.returncode}, progress {progress}/{target.total}{', inside a write' if in_write else ''}"
+            f"{'' if landed else '  NOT LANDED'}",
             flush=True,
         )
+        # A resume starts slower than a fresh run (it loads its state): learn its start-up from what was seen.
+        startup = advanced if advanced is not None else min(startup * 1.5, whole)
     final = _start(target, out, True, log)
     if final.wait() != 0:
         raise SystemExit(f"the final resume failed (exit {final.returncode}); see {log}")
     result = target.compare(work / "reference", out)
     target.close()
     return {"rounds": [asdict(r) for r in rounds], "landed": sum(r.landed for r in rounds), "kills": kills,
-            "inside_a_write": sum(r.in_write for r in rounds), "reference_seconds": round(whole, 2),
+            "inside_a_write": sum(r.in_write for r in rounds), "by_guard": sum(r.trigger == "guard" for r in rounds),
+            "reference_seconds": round(whole, 2),
             "startup_seconds": round(startup, 2), "end": result}  # fmt: skip
 
 
