@@ -222,165 +222,200 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None = None, data: T
     data = data if data is not None else PretrainingData(Path(config.data))
     samples_per_step = _check_batch(config, data.seq_len, data.num_samples, world, Path(config.data))
     with hold_run_dir(run_dir, "training"):
-        return _train(config, run_dir, resume, data, world, engine, samples_per_step)
+        trainer = Trainer(config, run_dir, data, world, engine, samples_per_step, resume == "auto")
+        return trainer.run()
 
 
-def _train(
-    config: TrainConfig,
-    run_dir: Path,
-    resume: str | None,
-    data: TrainingData,
-    world: World,
-    engine: str,
-    samples_per_step: int,
-) -> dict:
-    """The run itself, with `run_dir` held by this process."""
-    if resume != "auto":
-        _check_fresh_run_dir(run_dir)
-    checkpoints = list_checkpoints(run_dir) if resume == "auto" else []
-    trainer_state = read_trainer_state(checkpoints[-1]) if checkpoints else None
-    if trainer_state is not None:
-        _check_world_size(checkpoints[-1], trainer_state, config, world)
+class Trainer:
+    """One run held by this process: its model, optimizer, data, metrics log and step counter.
 
-    torch.manual_seed(config.run.seed)
-    model, model_config = _build_model(config, data.tokenizer, data.seq_len, world)
-    if config.lora.enabled:
-        model = add_lora(model, config.lora)
-    network = parallelize(model, engine, config.parallel, config.run.precision, world)
-    optimizer = optimizer_for(model, config.optim)
-    step, tokens_seen = 0, 0
-    if trainer_state is not None:
-        load_checkpoint(checkpoints[-1], model, optimizer)
-        data.load_state_dict(trainer_state["sampler"])
-        torch.set_rng_state(trainer_state["torch_rng"])
-        if world.device.type == "cuda" and trainer_state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(trainer_state["cuda_rng"])
-        step, tokens_seen = trainer_state["step"], trainer_state["tokens_seen"]
-    world.barrier()  # every rank has read the checkpoint list before rank 0 writes anything
-    log = None
-    if world.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(
-            run_dir, step if trainer_state is not None else None, config.run.tensorboard, config.run.log_every
+    `run` loops `train_step` (whose gradients come from `forward_backward`), then `maybe_validate` and
+    `maybe_checkpoint`, until `run.max_steps`, a signal or the time budget.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        data: TrainingData,
+        world: World,
+        engine: str,
+        samples_per_step: int,
+        resume: bool,
+    ) -> None:
+        self.config, self.run_dir, self.data, self.world, self.engine = config, run_dir, data, world, engine
+        self.samples_per_step = samples_per_step
+        if not resume:
+            _check_fresh_run_dir(run_dir)
+        checkpoints = list_checkpoints(run_dir) if resume else []
+        trainer_state = read_trainer_state(checkpoints[-1]) if checkpoints else None
+        if trainer_state is not None:
+            _check_world_size(checkpoints[-1], trainer_state, config, world)
+
+        torch.manual_seed(config.run.seed)
+        self.model, self.model_config = _build_model(config, data.tokenizer, data.seq_len, world)
+        if config.lora.enabled:
+            self.model = add_lora(self.model, config.lora)
+        self.network = parallelize(self.model, engine, config.parallel, config.run.precision, world)
+        self.optimizer = optimizer_for(self.model, config.optim)
+        self.step, self.tokens_seen = 0, 0
+        if trainer_state is not None:
+            load_checkpoint(checkpoints[-1], self.model, self.optimizer)
+            data.load_state_dict(trainer_state["sampler"])
+            torch.set_rng_state(trainer_state["torch_rng"])
+            if world.device.type == "cuda" and trainer_state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(trainer_state["cuda_rng"])
+            self.step, self.tokens_seen = trainer_state["step"], trainer_state["tokens_seen"]
+        world.barrier()  # every rank has read the checkpoint list before rank 0 writes anything
+        self.log = None
+        if world.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            resumed = self.step if trainer_state is not None else None
+            self.log = MetricsLog(run_dir, resumed, config.run.tensorboard, config.run.log_every)
+            write_json(run_dir / "train_config.json", config.to_dict())
+            data.tokenizer.save(run_dir / "tokenizer")
+        # Under FSDP bf16 comes from its MixedPrecisionPolicy; elsewhere from autocast over fp32 weights.
+        self.autocast = torch.autocast(
+            world.device.type, dtype=torch.bfloat16, enabled=config.run.precision == "bf16" and engine != "fsdp"
         )
-        write_json(run_dir / "train_config.json", config.to_dict())
-        data.tokenizer.save(run_dir / "tokenizer")
 
-    # Under FSDP bf16 comes from its MixedPrecisionPolicy; elsewhere from autocast over fp32 weights.
-    autocast = torch.autocast(
-        world.device.type, dtype=torch.bfloat16, enabled=config.run.precision == "bf16" and engine != "fsdp"
-    )
-
-    def validate_now() -> dict:
-        losses = evaluate(model, data, config.run.eval_tokens, config.batch.micro_batch, autocast, world.device)
+    def validate(self) -> dict:
+        """Validation loss per language (logged by rank 0), as `{val_<metric>_by_lang: ...}`; {} without data."""
+        config = self.config
+        losses = evaluate(self.model, self.data, config.run.eval_tokens, config.batch.micro_batch, self.autocast,
+                          self.world.device)  # fmt: skip
         if not losses:
             return {}
-        if log is not None:
+        if self.log is not None:
             perplexity = {k: math.exp(v) for k, v in losses.items()}
-            log.validation({"step": step, "loss_by_lang": losses, "perplexity_by_lang": perplexity})
-        return {f"val_{data.metric}_by_lang": losses}
+            self.log.validation({"step": self.step, "loss_by_lang": losses, "perplexity_by_lang": perplexity})
+        return {f"val_{self.data.metric}_by_lang": losses}
 
-    if step == 0:
-        validate_now()
-    per_rank = samples_per_step // world.size
-    batches = data.batches(samples_per_step)
-    last: dict = {}
-    model.train()
-    progress = progress_bar(
-        total=config.run.max_steps, initial=step, desc="training", unit="step", disable=not world.main
-    )
-    step_flops = flops_per_token(model_config, data.seq_len)
-    stop = StopRequest(config.run.max_minutes)
-    with progress:
-        while step < config.run.max_steps:
-            started = time.perf_counter()
-            samples = next(batches)
-            step += 1
-            lr = learning_rate(step, config.optim, config.run.max_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            mine = samples[world.rank * per_rank : (world.rank + 1) * per_rank]
-            micro = [
-                data.collate(mine[i : i + config.batch.micro_batch])
-                for i in range(0, per_rank, config.batch.micro_batch)
-            ]
-            counted = torch.tensor([int((m.targets != IGNORE_INDEX).sum()) for m in micro], dtype=torch.float64)
-            step_counted = counted.sum().to(world.device)
-            if world.size > 1:
-                dist.all_reduce(step_counted)
-            weights = (counted * world.size / step_counted.cpu().clamp(min=1)).tolist()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=world.device)
-            lang_loss, lang_tokens = defaultdict(float), defaultdict(int)
-            for number, batch in enumerate(micro):
-                on_device = batch.to(world.device)
-                with sync_gradients(network, number == len(micro) - 1), autocast:
-                    mean, losses = _loss(network, on_device)
-                    (mean * weights[number]).backward()
-                loss_sum += mean.detach().double() * weights[number]
-                for lang, (total, count) in language_sums(batch, losses).items():
-                    lang_loss[lang] += total
-                    lang_tokens[lang] += count
-            grad_norm = _grad_norm(model, config.optim.clip_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if world.size > 1:
-                dist.all_reduce(loss_sum)
-            loss_sum /= world.size
-            lang_loss, lang_tokens = _merge_languages(world, lang_loss, lang_tokens)
-            step_tokens = len(samples) * data.seq_len
-            tokens_seen += step_tokens
-            total = sum(lang_tokens.values())
-            last = {
-                "step": step,
-                "loss": float(loss_sum),
-                "loss_by_lang": {lang: lang_loss[lang] / lang_tokens[lang] for lang in sorted(lang_tokens)},
-                "lang_mix": {lang: lang_tokens[lang] / total for lang in sorted(lang_tokens)},
-                "stage": getattr(samples[0], "stage", 0),
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "tokens_seen": tokens_seen,
-                "counted_tokens": int(step_counted),
-                "tokens_per_s": step_tokens / (time.perf_counter() - started),
-                "world_size": world.size,
-            }
-            peak = config.run.peak_flops
-            last["mfu"] = last["tokens_per_s"] * step_flops / (peak * world.size) if peak else None
-            stopping = stop.agreed(world)
-            final = step == config.run.max_steps or stopping is not None
-            # A preempted run (signal) checkpoints at once; a finished or time-capped one is validated first.
-            if (config.run.eval_every and step % config.run.eval_every == 0) or (final and stopping != "signal"):
-                validation = validate_now()
-                if validation:
-                    by_lang = validation[f"val_{data.metric}_by_lang"]
-                    last[f"val_{data.metric}"] = sum(by_lang.values()) / len(by_lang)
-                    last.update(validation)
-            if log is not None and (step % config.run.log_every == 0 or final):
-                log.train(last)
-            progress.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{lr:.2e}")
-            progress.update(1)
-            if step % config.run.checkpoint_every == 0 or final:
-                state = {
-                    "model_config": model_config.to_dict(),
-                    "lora": dataclasses.asdict(config.lora) if config.lora.enabled else None,
-                    "sampler": data.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state() if world.device.type == "cuda" else None,
-                    "step": step,
-                    "tokens_seen": tokens_seen,
-                    "world_size": world.size,
-                    "engine": engine,
-                }
-                save_checkpoint(run_dir, model, optimizer, state, config, world)
-            if stopping:
-                last["stopped_by"] = stopping
-                if world.main:
-                    why = "a signal" if stopping == "signal" else f"run.max_minutes ({config.run.max_minutes})"
-                    progress.write(
-                        f"stopped by {why} after step {step}; checkpoint saved, resume with --resume auto",
-                        file=sys.stderr,
-                    )
-                break
-    stop.restore()
-    if log is not None:
-        log.close()
-    return last
+    def forward_backward(self, micro: list[MicroBatch]) -> tuple[torch.Tensor, dict, dict, int]:
+        """Accumulate the gradients of this rank's micro batches, each weighted by its share of the counted tokens
+        of the whole global batch; (step loss on this rank, loss sums and token counts per language, counted)."""
+        world = self.world
+        counted = torch.tensor([int((m.targets != IGNORE_INDEX).sum()) for m in micro], dtype=torch.float64)
+        step_counted = counted.sum().to(world.device)
+        if world.size > 1:
+            dist.all_reduce(step_counted)
+        weights = (counted * world.size / step_counted.cpu().clamp(min=1)).tolist()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=world.device)
+        lang_loss, lang_tokens = defaultdict(float), defaultdict(int)
+        for number, batch in enumerate(micro):
+            on_device = batch.to(world.device)
+            with sync_gradients(self.network, number == len(micro) - 1), self.autocast:
+                mean, losses = _loss(self.network, on_device)
+                (mean * weights[number]).backward()
+            loss_sum += mean.detach().double() * weights[number]
+            for lang, (total, count) in language_sums(batch, losses).items():
+                lang_loss[lang] += total
+                lang_tokens[lang] += count
+        return loss_sum, lang_loss, lang_tokens, int(step_counted)
+
+    def train_step(self, samples: list) -> dict:
+        """One optimizer step on one global batch; its metrics record."""
+        config, world = self.config, self.world
+        started = time.perf_counter()
+        self.step += 1
+        lr = learning_rate(self.step, config.optim, config.run.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        per_rank = self.samples_per_step // world.size
+        mine = samples[world.rank * per_rank : (world.rank + 1) * per_rank]
+        micro = [
+            self.data.collate(mine[i : i + config.batch.micro_batch])
+            for i in range(0, per_rank, config.batch.micro_batch)
+        ]
+        loss_sum, lang_loss, lang_tokens, counted = self.forward_backward(micro)
+        grad_norm = _grad_norm(self.model, config.optim.clip_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if world.size > 1:
+            dist.all_reduce(loss_sum)
+        loss_sum /= world.size
+        lang_loss, lang_tokens = _merge_languages(world, lang_loss, lang_tokens)
+        step_tokens = len(samples) * self.data.seq_len
+        self.tokens_seen += step_tokens
+        total = sum(lang_tokens.values())
+        record = {
+            "step": self.step,
+            "loss": float(loss_sum),
+            "loss_by_lang": {lang: lang_loss[lang] / lang_tokens[lang] for lang in sorted(lang_tokens)},
+            "lang_mix": {lang: lang_tokens[lang] / total for lang in sorted(lang_tokens)},
+            "stage": getattr(samples[0], "stage", 0),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_seen": self.tokens_seen,
+            "counted_tokens": counted,
+            "tokens_per_s": step_tokens / (time.perf_counter() - started),
+            "world_size": world.size,
+        }
+        peak = config.run.peak_flops
+        step_flops = flops_per_token(self.model_config, self.data.seq_len)
+        record["mfu"] = record["tokens_per_s"] * step_flops / (peak * world.size) if peak else None
+        return record
+
+    def maybe_validate(self, record: dict, final: bool, stopping: str | None) -> None:
+        """Every `run.eval_every` steps, and at the end unless a signal asks to stop at once; into `record`."""
+        every = self.config.run.eval_every
+        if not ((every and self.step % every == 0) or (final and stopping != "signal")):
+            return
+        validation = self.validate()
+        if validation:
+            by_lang = validation[f"val_{self.data.metric}_by_lang"]
+            record[f"val_{self.data.metric}"] = sum(by_lang.values()) / len(by_lang)
+            record.update(validation)
+
+    def maybe_checkpoint(self, final: bool) -> None:
+        """Every `run.checkpoint_every` steps and at the end: weights, optimizer, sampler and RNG states."""
+        config, world = self.config, self.world
+        if not (self.step % config.run.checkpoint_every == 0 or final):
+            return
+        state = {
+            "model_config": self.model_config.to_dict(),
+            "lora": dataclasses.asdict(config.lora) if config.lora.enabled else None,
+            "sampler": self.data.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if world.device.type == "cuda" else None,
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "world_size": world.size,
+            "engine": self.engine,
+        }
+        save_checkpoint(self.run_dir, self.model, self.optimizer, state, config, world)
+
+    def run(self) -> dict:
+        """Steps until `run.max_steps`, a signal or the time budget; the last step's metrics."""
+        config = self.config
+        if self.step == 0:
+            self.validate()
+        batches = self.data.batches(self.samples_per_step)
+        last: dict = {}
+        self.model.train()
+        progress = progress_bar(total=config.run.max_steps, initial=self.step, desc="training", unit="step",
+                                disable=not self.world.main)  # fmt: skip
+        stop = StopRequest(config.run.max_minutes)
+        with progress:
+            while self.step < config.run.max_steps:
+                last = self.train_step(next(batches))
+                stopping = stop.agreed(self.world)
+                final = self.step == config.run.max_steps or stopping is not None
+                # A preempted run (signal) checkpoints at once; a finished or time-capped one is validated first.
+                self.maybe_validate(last, final, stopping)
+                if self.log is not None and (self.step % config.run.log_every == 0 or final):
+                    self.log.train(last)
+                progress.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{last['lr']:.2e}")
+                progress.update(1)
+                self.maybe_checkpoint(final)
+                if stopping:
+                    last["stopped_by"] = stopping
+                    if self.world.main:
+                        why = "a signal" if stopping == "signal" else f"run.max_minutes ({config.run.max_minutes})"
+                        progress.write(f"stopped by {why} after step {self.step}; checkpoint saved, resume with "
+                                       "--resume auto", file=sys.stderr)  # fmt: skip
+                    break
+        stop.restore()
+        if self.log is not None:
+            self.log.close()
+        return last
