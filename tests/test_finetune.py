@@ -204,8 +204,8 @@ def test_lora_merge_equals_base_plus_adapter(tmp_path, corpus_tokenizer, multial
 
 def test_the_example_config_reads():
     from conftest import REPO
-    from polylm.train.config import load_train_config
+    from polylm.train.config import FinetuneConfig, load_train_config
 
-    config = load_train_config(REPO / "examples" / "finetune" / "multialpaca-tiny.yaml")
+    config = load_train_config(REPO / "examples" / "finetune" / "multialpaca-tiny.yaml", kind=FinetuneConfig)
     assert config.sft.template == "multialpaca" and config.model.path.endswith("runs/tiny-hf")
     assert config.batch.global_tokens % (config.sft.seq_len * config.batch.micro_batch) == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,21 +11,23 @@ if TYPE_CHECKING:
     from polylm.train.config import TrainConfig
 
 
-def _config(args: argparse.Namespace) -> TrainConfig:
-    from polylm.train.config import load_train_config, validate
+def _config(args: argparse.Namespace, kind: type[TrainConfig]) -> TrainConfig:
+    from polylm.train.config import load_train_config
 
-    config = load_train_config(Path(args.config) if args.config else None, args.overrides)
-    for flag, key in (("max_steps", "max_steps"), ("checkpoint_every", "checkpoint_every")):
+    config = load_train_config(Path(args.config) if args.config else None, args.overrides, kind)
+    for flag in ("max_steps", "checkpoint_every"):
         if getattr(args, flag) is not None:
-            setattr(config.run, key, getattr(args, flag))
-    validate(config)
+            setattr(config.run, flag, getattr(args, flag))
+    config.validate()
     return config
 
 
 def _pretrain(args: argparse.Namespace) -> None:
+    from polylm.train.config import TrainConfig
     from polylm.train.trainer import train
 
-    _report(args, train(_config(args), Path(args.out), resume=args.resume), ("step", "loss", "tokens_seen"))
+    last = train(_config(args, TrainConfig), Path(args.out), resume=args.resume)
+    _report(args, last, ("step", "loss", "tokens_seen"))
 
 
 def _report(args: argparse.Namespace, last: dict, keys: tuple[str, ...]) -> None:
@@ -37,25 +38,10 @@ def _report(args: argparse.Namespace, last: dict, keys: tuple[str, ...]) -> None
 
 
 def _finetune(args: argparse.Namespace) -> None:
-    from polylm.durable import write_json
-    from polylm.errors import PolyLMError
-    from polylm.instruct.sft import InstructionData
-    from polylm.runlock import hold_run_dir
-    from polylm.tokenizer import Tokenizer
-    from polylm.train.trainer import train
+    from polylm.instruct.finetune import finetune
+    from polylm.train.config import FinetuneConfig
 
-    config = _config(args)
-    if not config.model.path:
-        raise PolyLMError("finetune config: model.path must name the model directory to start from")
-    data = InstructionData(Path(config.data), Tokenizer.from_dir(config.model.path), config.sft, config.run.seed)
-    run = Path(args.out)
-    with hold_run_dir(run, "polylm finetune"):
-        summary = {"sequences": len(data.train), "held_out_conversations": len(data.held_out), "dropped": data.dropped}
-        write_json(run / "sft_data.json", summary)
-        if data.dropped:
-            print(f"polylm: warning: {sum(data.dropped.values())} conversation(s) longer than a sequence left out "
-                  f"(by split and language: {run / 'sft_data.json'})", file=sys.stderr)  # fmt: skip
-        last = train(config, run, resume=args.resume, data=data)
+    last = finetune(_config(args, FinetuneConfig), Path(args.out), resume=args.resume)
     _report(args, last, ("step", "loss", "val_response_loss"))
 
 

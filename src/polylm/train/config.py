@@ -1,5 +1,5 @@
-"""The pretraining config: one typed tree, read from YAML plus `dotted.key=value` overrides, saved with every
-checkpoint in its resolved form.
+"""The pretraining and finetuning configs: one typed tree each, read from YAML plus `dotted.key=value` overrides,
+saved with every checkpoint in its resolved form.
 
 Defaults follow PolyLM's launch scripts and model card (`../shared/spec/polylm-facts.md` §5): AdamW β (0.9, 0.95),
 eps 1e-8, weight decay 1e-4 (not on biases and norms), clip 1.0, cosine to lr/10 after a linear warmup. The
@@ -19,6 +19,7 @@ from polylm.configfile import merge, read_yaml
 from polylm.errors import PolyLMError
 
 ENGINES = ("auto", "single", "ddp", "fsdp")
+TEMPLATES = ("multialpaca", "chat", "plain")
 
 
 @dataclass
@@ -116,6 +117,8 @@ class SftSection:
 
 @dataclass
 class TrainConfig:
+    """`polylm pretrain`: a model from a preset, trained on the curriculum of `data`."""
+
     data: str = ""
     """A directory written by `polylm data prepare` (shards, tokenizer, curriculum)."""
     model: ModelSection = field(default_factory=ModelSection)
@@ -123,11 +126,62 @@ class TrainConfig:
     batch: BatchSection = field(default_factory=BatchSection)
     run: RunSection = field(default_factory=RunSection)
     parallel: ParallelSection = field(default_factory=ParallelSection)
-    lora: LoraSection = field(default_factory=LoraSection)
-    sft: SftSection = field(default_factory=SftSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Every rule a value must meet, checked before any work starts; PolyLMError naming the dotted key."""
+        checks = [
+            ("data", bool(self.data), "must name a directory written by `polylm data prepare`"),
+            ("optim.lr", self.optim.lr > 0, "must be > 0"),
+            ("optim.min_lr_ratio", 0 <= self.optim.min_lr_ratio <= 1, "must be in [0, 1]"),
+            ("optim.warmup_steps", self.optim.warmup_steps >= 0, "must be >= 0"),
+            ("batch.global_tokens", self.batch.global_tokens > 0, "must be > 0"),
+            ("batch.micro_batch", self.batch.micro_batch > 0, "must be > 0"),
+            ("run.max_steps", self.run.max_steps > 0, "must be > 0"),
+            ("run.checkpoint_every", self.run.checkpoint_every > 0, "must be > 0"),
+            ("run.keep_last", self.run.keep_last > 0, "must be > 0"),
+            ("run.precision", self.run.precision in ("fp32", "bf16"), "must be fp32 or bf16"),
+            ("run.device", self.run.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
+            ("parallel.engine", self.parallel.engine in ENGINES, f"must be one of {', '.join(ENGINES)}"),
+        ]
+        for key, ok, rule in checks:
+            if not ok:
+                raise PolyLMError(f"train config: {key} {rule}")
+
+    @property
+    def adapters(self) -> LoraSection | None:
+        """The LoRA adapters to train, if any (instruction tuning only)."""
+        return None
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """`polylm finetune`: the weights of `model.path` tuned on the conversations of `data`."""
+
+    data: str = ""
+    """A directory written by `polylm instruct prepare` (train.jsonl, validation.jsonl)."""
+    lora: LoraSection = field(default_factory=LoraSection)
+    sft: SftSection = field(default_factory=SftSection)
+
+    def validate(self) -> None:
+        if not self.model.path:
+            raise PolyLMError("finetune config: model.path must name the model directory to start from")
+        super().validate()
+        checks = [
+            ("lora.r", self.lora.r > 0, "must be > 0"),
+            ("sft.template", self.sft.template in TEMPLATES, f"must be one of {', '.join(TEMPLATES)}"),
+            ("sft.seq_len", self.sft.seq_len > 0, "must be > 0"),
+            ("sft.epochs", self.sft.epochs > 0, "must be > 0"),
+        ]
+        for key, ok, rule in checks:
+            if not ok:
+                raise PolyLMError(f"finetune config: {key} {rule}")
+
+    @property
+    def adapters(self) -> LoraSection | None:
+        return self.lora if self.lora.enabled else None
 
 
 PRESETS: dict[str, dict] = {
@@ -154,20 +208,20 @@ def _dotted(overrides: list[str]) -> dict:
     return nested
 
 
-def load_train_config(path: Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """Preset (the file's `preset:` key) < file < overrides. Relative `data` and `model.path` are relative to
-    the file."""
+def load_train_config(path: Path | None, overrides: list[str] = (), kind: type[TrainConfig] = TrainConfig):
+    """Preset (the file's `preset:` key) < file < overrides, as a `kind` (TrainConfig, FinetuneConfig), validated.
+    Relative `data` and `model.path` are relative to the file."""
     raw: dict = {}
     if path is not None:
         raw = read_yaml(path) or {}
         if not isinstance(raw, dict):
             raise PolyLMError(f"{path}: expected a mapping at the top")
     where = str(path) if path else "config"
-    config = TrainConfig()
+    config = kind()
     preset = raw.pop("preset", None)
     if preset is not None:
-        if preset not in PRESETS:
-            raise PolyLMError(f"{where}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise PolyLMError(f"{where}: preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         merge(config, PRESETS[preset], f"preset {preset}")
     merge(config, raw, where)
     if path is not None and config.data and not Path(config.data).is_absolute():
@@ -175,29 +229,5 @@ def load_train_config(path: Path | None, overrides: list[str] = ()) -> TrainConf
     if path is not None and config.model.path and not Path(config.model.path).is_absolute():
         config.model.path = str((path.parent / config.model.path).resolve())
     merge(config, _dotted(list(overrides)), "override")
-    validate(config)
+    config.validate()
     return config
-
-
-def validate(config: TrainConfig) -> None:
-    checks = [
-        ("data", bool(config.data), "must name a directory written by `polylm data prepare`"),
-        ("optim.lr", config.optim.lr > 0, "must be > 0"),
-        ("optim.min_lr_ratio", 0 <= config.optim.min_lr_ratio <= 1, "must be in [0, 1]"),
-        ("optim.warmup_steps", config.optim.warmup_steps >= 0, "must be >= 0"),
-        ("batch.global_tokens", config.batch.global_tokens > 0, "must be > 0"),
-        ("batch.micro_batch", config.batch.micro_batch > 0, "must be > 0"),
-        ("run.max_steps", config.run.max_steps > 0, "must be > 0"),
-        ("run.checkpoint_every", config.run.checkpoint_every > 0, "must be > 0"),
-        ("run.keep_last", config.run.keep_last > 0, "must be > 0"),
-        ("run.precision", config.run.precision in ("fp32", "bf16"), "must be fp32 or bf16"),
-        ("run.device", config.run.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
-        ("parallel.engine", config.parallel.engine in ENGINES, f"must be one of {', '.join(ENGINES)}"),
-        ("lora.r", config.lora.r > 0, "must be > 0"),
-        ("sft.template", config.sft.template in ("multialpaca", "chat", "plain"), "must be multialpaca, chat or plain"),
-        ("sft.seq_len", config.sft.seq_len > 0, "must be > 0"),
-        ("sft.epochs", config.sft.epochs > 0, "must be > 0"),
-    ]
-    for key, ok, rule in checks:
-        if not ok:
-            raise PolyLMError(f"train config: {key} {rule}")

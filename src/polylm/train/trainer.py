@@ -254,8 +254,8 @@ class Trainer:
 
         torch.manual_seed(config.run.seed)
         self.model, self.model_config = _build_model(config, data.tokenizer, data.seq_len, world)
-        if config.lora.enabled:
-            self.model = add_lora(self.model, config.lora)
+        if config.adapters is not None:
+            self.model = add_lora(self.model, config.adapters)
         self.network = parallelize(self.model, engine, config.parallel, config.run.precision, world)
         self.optimizer = optimizer_for(self.model, config.optim)
         self.step, self.tokens_seen = 0, 0
@@ -374,7 +374,7 @@ class Trainer:
             return
         state = {
             "model_config": self.model_config.to_dict(),
-            "lora": dataclasses.asdict(config.lora) if config.lora.enabled else None,
+            "lora": dataclasses.asdict(config.adapters) if config.adapters is not None else None,
             "sampler": self.data.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if world.device.type == "cuda" else None,
