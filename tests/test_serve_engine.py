@@ -191,8 +191,39 @@ def test_cancel_frees_the_rows(engine):
     while not engine.stats.cancelled and time.monotonic() < deadline:
         time.sleep(0.001)
     assert engine.running_rows == 0 and engine.stats.cancelled == 1
+    assert engine.cache_rows == 0 and engine.cache_bytes == 0
     assert engine.stats.generated_tokens < 90
     assert not waiter.finished.is_set()  # nobody is told: the client is gone
+
+
+def test_hang_ups_in_the_queue_and_mid_stream_leave_nothing_behind(model):
+    """The soak's pattern in miniature (bench/serve_soak.py): of 12 jobs for 4 rows, a third hang up after their
+    first token, a third while still queued; once the rest are done, no queue, no rows and no KV cache remain."""
+    engine = Engine(TextGenerator(model, FakeTokenizer()), max_batch=4, max_queue=32)  # started below
+    config = GenerationConfig(max_new_tokens=20, eos_token_id=None)
+    waiters, jobs = [Waiter() for _ in range(12)], []
+    for index, waiter in enumerate(waiters):
+        job = Job("generate", prompt(4 + index, 80 + index), waiter, config=config, stream=True)
+        if index % 3 == 0:
+            job.emit = lambda event, job=job, waiter=waiter: (waiter(event), job.cancel())  # gone after one token
+        engine.submit(job)
+        jobs.append(job)
+    for job in jobs[2::3]:
+        job.cancel()  # gone before it started
+    engine.start()
+    try:
+        for waiter in waiters[1::3]:
+            assert isinstance(waiter.wait(), Done)
+        deadline = time.monotonic() + 30
+        while (engine.stats.cancelled < 8 or engine.cache_rows) and time.monotonic() < deadline:  # Done comes first
+            time.sleep(0.001)
+        assert engine.stats.cancelled == 8
+        assert engine.queue_length == engine.running_jobs == engine.running_rows == engine.cache_rows == 0
+        assert engine.cache_bytes == 0
+        assert [len(w.events) for w in waiters[0::3]] == [1] * 4 and not any(w.events for w in waiters[2::3])
+        assert engine.stats.generated_tokens == 4 * 20 + 4  # the hung-up ones stopped after their first token
+    finally:
+        engine.close()
 
 
 def test_queue_full_and_timeout(model):

@@ -297,6 +297,17 @@ class Engine:
     def running_jobs(self) -> int:
         return sum(not group.done for group in self._groups)
 
+    @property
+    def cache_rows(self) -> int:
+        """Rows (sequence slots) the batch's KV cache holds: what a job leaving the batch must give back."""
+        return self._cache.rows
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of the batch's KV cache (keys and values, all capacity), for watching memory under load."""
+        cache = self._cache
+        return cache.keys.nbytes + cache.values.nbytes
+
     # ---- the worker thread ---------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -412,19 +423,19 @@ class Engine:
             group.report(updates)
 
     def _prune(self) -> None:
-        """Drop finished, cancelled and timed-out groups from the batch and the cache."""
+        """Drop finished, cancelled and timed-out groups from the batch and the cache.
+
+        Counters and timeout events come after the rows are gone, so whoever sees them (a /metrics scrape, a
+        client told of its timeout) sees the rows free too.
+        """
         now = time.monotonic()
-        keep, rows, offset = [], [], 0
+        keep, rows, offset, cancelled, expired = [], [], 0, 0, []
         for group in self._groups:
             job = group.job
             if not group.done and job.cancelled.is_set():
-                self.stats.cancelled += 1
+                cancelled += 1
             elif not group.done and job.expired(now):
-                self.stats.timeouts += 1
-                _emit(
-                    job,
-                    Failed(EngineTimeout(f"request did not finish within the server's timeout of {job.timeout:g} s")),
-                )
+                expired.append(job)
             elif not group.done:
                 keep.append(group)
                 rows.extend(range(offset, offset + group.rows))
@@ -432,6 +443,12 @@ class Engine:
         if len(keep) != len(self._groups):
             self._cache.keep(torch.tensor(rows, dtype=torch.long, device=self.device))
             self._groups = keep
+        self.stats.cancelled += cancelled
+        self.stats.timeouts += len(expired)
+        for job in expired:
+            _emit(
+                job, Failed(EngineTimeout(f"request did not finish within the server's timeout of {job.timeout:g} s"))
+            )
 
     def _beam(self, jobs: list[Job]) -> None:
         config = jobs[0].config

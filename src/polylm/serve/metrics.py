@@ -113,6 +113,8 @@ class Metrics:
                 "queue_length": ("Jobs waiting for a place in the batch.", engine.queue_length),
                 "running_jobs": ("Jobs decoding in the batch now.", engine.running_jobs),
                 "running_rows": ("Sequences (rows) decoding in the batch now.", engine.running_rows),
+                "kv_cache_rows": ("Rows (sequence slots) held in the batch's KV cache.", engine.cache_rows),
+                "kv_cache_bytes": ("Bytes of the batch's KV cache (keys and values).", engine.cache_bytes),
                 "max_batch_rows": ("The batch's row limit (--max-batch).", engine.max_batch),
             }
             for name, (help_text, value) in gauges.items():
