@@ -8,7 +8,9 @@ Parallelism lives elsewhere; this file is only the math.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -121,20 +123,27 @@ class PolyLM(nn.Module):
         self.h = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def init_weights(self, generator: torch.Generator | None = None) -> None:
-        """Megatron init: N(0, std) for weights and embeddings, std/sqrt(2L) for the residual outputs."""
+    def init_weights(self, generator: torch.Generator | None = None, rows_held: RowsHeld | None = None) -> None:
+        """Megatron init: N(0, std) for weights and embeddings, std/sqrt(2L) for the residual outputs.
+
+        The values come from `generator` (a CPU one) in a fixed order, drawn in row chunks (`normal_rows`), so the
+        whole model never has to exist at once. `rows_held(param)` says which rows of each weight this process
+        holds, as (tensor to fill, first row, end row): all of them by default, one rank's shard under FSDP. Every
+        process draws the whole stream and keeps its rows, so any sharding gets the single-process values.
+        """
+        rows_held = rows_held or (lambda param: (param.data, 0, param.shape[0]))
         std = self.config.init_std
         scaled_std = std / math.sqrt(2 * self.config.num_layers)
         with torch.no_grad():
             for name, module in self.named_modules():
                 if isinstance(module, nn.Linear):
-                    module.weight.normal_(0.0, scaled_std if name.endswith("c_proj") else std, generator=generator)
-                    module.bias.zero_()
+                    _fill_normal(module.weight, scaled_std if name.endswith("c_proj") else std, generator, rows_held)
+                    rows_held(module.bias)[0].zero_()
                 elif isinstance(module, nn.Embedding):
-                    module.weight.normal_(0.0, std, generator=generator)
+                    _fill_normal(module.weight, std, generator, rows_held)
                 elif isinstance(module, nn.LayerNorm):
-                    module.weight.fill_(1.0)
-                    module.bias.zero_()
+                    rows_held(module.weight)[0].fill_(1.0)
+                    rows_held(module.bias)[0].zero_()
 
     @property
     def device(self) -> torch.device:
@@ -237,6 +246,34 @@ class PolyLM(nn.Module):
         return Mask(allowed, is_causal=False)
 
 
+RowsHeld = Callable[[torch.Tensor], tuple[torch.Tensor, int, int]]
+
+
+def normal_rows(
+    shape: torch.Size, std: float, generator: torch.Generator | None, max_elements: int = 1 << 24
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """The N(0, std) values one `normal_` call on a CPU tensor of `shape` draws from `generator`, as (first row,
+    rows) chunks of at most about `max_elements`. torch draws 16 values at a time (and redraws the last 16 of a
+    size that is not a multiple of 16), so every chunk but the last holds a multiple of 16 values and the last at
+    least 16: then the chunks hold exactly the numbers of the one call, and leave the generator where it would."""
+    rows, row_size = shape[0], math.prod(shape[1:])
+    step = 16 // math.gcd(row_size, 16)
+    per = max(step, max_elements // max(row_size, 1) // step * step)
+    bounds = [*range(0, rows, per), rows]
+    if len(bounds) > 2 and (bounds[-1] - bounds[-2]) * row_size < 16:
+        del bounds[-2]
+    for start, stop in itertools.pairwise(bounds):
+        yield start, torch.empty((stop - start, *shape[1:])).normal_(0.0, std, generator=generator)
+
+
+def _fill_normal(param: torch.Tensor, std: float, generator: torch.Generator | None, rows_held: RowsHeld) -> None:
+    target, first, end = rows_held(param)
+    for start, values in normal_rows(param.shape, std, generator):
+        low, high = max(start, first), min(start + len(values), end)
+        if low < high:
+            target[low - first : high - first].copy_(values[low - start : high - start])
+
+
 def count_parameters(config: ModelConfig) -> int:
     """Parameter count of `config` from a meta-device model: no weights are allocated."""
     with torch.device("meta"):
@@ -249,5 +286,5 @@ def build_model(config: ModelConfig, seed: int = 0, device: str | torch.device =
     with torch.device("meta"):
         model = PolyLM(config)
     model.to_empty(device=device)
-    model.init_weights(torch.Generator(device=device).manual_seed(seed))
+    model.init_weights(torch.Generator().manual_seed(seed))
     return model.to(getattr(torch, config.dtype))

@@ -2,7 +2,8 @@
 
 The model (`polylm.model`) knows nothing of this. `parallelize` applies, in torchtitan's order, activation
 checkpointing per block, `torch.compile` per block, then DDP or FSDP2 (`fully_shard` per block, then the root,
-which holds the tied embedding).
+which holds the tied embedding). Under FSDP a fresh model is built on the meta device, sharded, and only then
+given memory and values (`materialize`): no rank ever holds the whole model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from polylm.errors import PolyLMError
@@ -100,6 +102,24 @@ def parallelize(model: PolyLM, engine: str, parallel: ParallelSection, precision
     if engine == "ddp":
         return DistributedDataParallel(model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
     return model
+
+
+def _rows_held(param: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """This rank's rows of a parameter: FSDP2 shards dim 0 in `torch.chunk` pieces (the last ones may be short)."""
+    if not isinstance(param, DTensor):
+        return param.data, 0, param.shape[0]
+    local = param.to_local()
+    rows, ranks = param.shape[0], param.device_mesh.size()
+    first = min(param.device_mesh.get_local_rank() * -(-rows // ranks), rows)
+    return local, first, first + local.shape[0]
+
+
+def materialize(model: PolyLM, seed: int, device: torch.device) -> None:
+    """Give a model built on the meta device and sharded by `parallelize` its memory and its initial values:
+    each rank allocates and fills only its own shards, with exactly the values `build_model(seed)` gives the
+    whole model in one process (torchtitan's order: meta build, shard, then materialize)."""
+    model.to_empty(device=device)
+    model.init_weights(torch.Generator().manual_seed(seed), rows_held=_rows_held)
 
 
 def sync_gradients(network: nn.Module, last_micro_batch: bool) -> AbstractContextManager:

@@ -34,7 +34,14 @@ from polylm.tokenizer import Tokenizer
 from polylm.train.checkpointing import list_checkpoints, load_checkpoint, read_trainer_state, save_checkpoint
 from polylm.train.config import OptimSection, TrainConfig
 from polylm.train.data import MicroBatch, PretrainingData, TrainingData, language_sums
-from polylm.train.distributed import World, join_world, parallelize, resolve_engine, sync_gradients
+from polylm.train.distributed import (
+    World,
+    join_world,
+    materialize,
+    parallelize,
+    resolve_engine,
+    sync_gradients,
+)
 from polylm.train.lora import add_lora
 from polylm.train.metrics import MetricsLog
 
@@ -184,8 +191,13 @@ def _grad_norm(model: nn.Module, max_norm: float) -> float:
     return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
 
-def _build_model(config: TrainConfig, tokenizer: Tokenizer, seq_len: int, world: World) -> tuple[PolyLM, ModelConfig]:
-    """A fresh model of the preset (pretraining) or the weights of `model.path` (instruction tuning), in fp32."""
+def _build_model(
+    config: TrainConfig, tokenizer: Tokenizer, seq_len: int, world: World, on_meta: bool
+) -> tuple[PolyLM, ModelConfig]:
+    """A fresh model of the preset (pretraining) or the weights of `model.path` (instruction tuning), in fp32.
+
+    `on_meta`: a fresh model is left on the meta device, to be sharded and then materialized (FSDP).
+    """
     if config.model.path:
         from polylm.checkpoint import load_model
 
@@ -196,16 +208,21 @@ def _build_model(config: TrainConfig, tokenizer: Tokenizer, seq_len: int, world:
                 f"{config.model.path}: vocab_size {model_config.vocab_size} but the data's tokenizer has "
                 f"{tokenizer.vocab_size} pieces; prepare the data with the model's tokenizer"
             )
-    else:
-        model_config = preset(config.model.preset).replace(
-            **config.model.overrides, vocab_size=tokenizer.vocab_size, dtype="float32"
+        return model, model_config
+    model_config = preset(config.model.preset).replace(
+        **{"vocab_size": tokenizer.vocab_size, **config.model.overrides, "dtype": "float32"}
+    )
+    if model_config.vocab_size < tokenizer.vocab_size:
+        raise PolyLMError(
+            f"train config: model.overrides.vocab_size {model_config.vocab_size} is smaller than the tokenizer's "
+            f"{tokenizer.vocab_size} pieces"
         )
-        model = None
     if model_config.max_position_embeddings < seq_len:
         raise PolyLMError(f"model context {model_config.max_position_embeddings} is shorter than seq_len {seq_len}")
-    if model is None:
-        model = build_model(model_config, seed=config.run.seed, device=world.device)
-    return model, model_config
+    if on_meta:
+        with torch.device("meta"):
+            return PolyLM(model_config), model_config
+    return build_model(model_config, seed=config.run.seed, device=world.device), model_config
 
 
 def train(config: TrainConfig, run_dir: Path, resume: str | None = None, data: TrainingData | None = None) -> dict:
@@ -253,10 +270,13 @@ class Trainer:
             _check_world_size(checkpoints[-1], trainer_state, config, world)
 
         torch.manual_seed(config.run.seed)
-        self.model, self.model_config = _build_model(config, data.tokenizer, data.seq_len, world)
+        on_meta = engine == "fsdp" and not config.model.path and config.adapters is None
+        self.model, self.model_config = _build_model(config, data.tokenizer, data.seq_len, world, on_meta)
         if config.adapters is not None:
             self.model = add_lora(self.model, config.adapters)
         self.network = parallelize(self.model, engine, config.parallel, config.run.precision, world)
+        if on_meta:
+            materialize(self.model, config.run.seed, world.device)
         self.optimizer = optimizer_for(self.model, config.optim)
         self.step, self.tokens_seen = 0, 0
         if trainer_state is not None:
