@@ -3,6 +3,9 @@
 `create_app(settings)` returns an app that loads the model on a background thread when it starts (`/health`
 answers 503 until then). Every error is an OpenAI-style body; bad input is a 4xx naming the parameter, never a
 5xx. A client that disconnects cancels its jobs.
+
+`/openapi.json` describes every route: the request bodies (the pydantic models of `protocol`), the 200 bodies
+and event streams, and each error status a route can answer; `tests/test_serve_fuzz.py` holds the server to it.
 """
 
 from __future__ import annotations
@@ -14,17 +17,20 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from polylm import __version__
 from polylm.generate.text import TextGenerator
 from polylm.serve.chat import add_chat_route
 from polylm.serve.completions import add_completions_route
 from polylm.serve.info import add_info_routes
 from polylm.serve.jobs import ClientDisconnected
 from polylm.serve.metrics import Metrics
-from polylm.serve.protocol import APIError
+from polylm.serve.protocol import DOCUMENTED, APIError
 from polylm.serve.state import ServerState, ServeSettings, load_text_generator
 from polylm.serve.tokenization import add_tokenizer_routes
 
@@ -40,8 +46,9 @@ def create_app(settings: ServeSettings, loader: Callable[[], TextGenerator] | No
         yield
         await run_in_threadpool(state.close)
 
-    app = FastAPI(title="polylm", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="polylm", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.polylm = state
+    app.openapi = lambda: openapi_document(app, settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -79,6 +86,31 @@ def create_app(settings: ServeSettings, loader: Callable[[], TextGenerator] | No
     return app
 
 
+def openapi_document(app: FastAPI, settings: ServeSettings) -> dict:
+    """FastAPI's document plus the schemas of the models the routes refer to (`protocol.schema_ref`), and the
+    bearer scheme on the routes that answer 401 when the server has an API key."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description="An OpenAI-compatible server for PolyLM checkpoints (`polylm serve`, docs/serving.md).",
+            routes=app.routes,
+        )
+        _, schemas = models_json_schema(
+            [(model, "validation") for model in DOCUMENTED.values()], ref_template="#/components/schemas/{model}"
+        )
+        components = document.setdefault("components", {})
+        components.setdefault("schemas", {}).update(schemas["$defs"])
+        if settings.api_key:
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    if "401" in operation["responses"]:
+                        operation["security"] = [{"bearer": []}]
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
 class MetricsMiddleware:
     """Pure ASGI: a BaseHTTPMiddleware would hide client disconnects from the routes."""
 
@@ -92,6 +124,7 @@ class MetricsMiddleware:
         "/tokenize",
         "/detokenize",
         "/tokenizer_info",
+        "/openapi.json",
     )
 
     def __init__(self, app, metrics: Metrics) -> None:

@@ -11,8 +11,8 @@ from polylm.errors import PolyLMError
 from polylm.serve.body import parse, read_json
 from polylm.serve.engine import Done, Failed, Step
 from polylm.serve.jobs import failure
-from polylm.serve.protocol import ChatCompletionRequest, bad_parameter
-from polylm.serve.responses import ChatLogprobs, Head, final_text
+from polylm.serve.protocol import ChatCompletionRequest, api_responses, bad_parameter, json_request
+from polylm.serve.responses import ChatCompletionChunk, ChatCompletionResponse, ChatLogprobs, Head, final_text
 from polylm.serve.state import ServerState
 from polylm.serve.streaming import SSE_HEADERS, ChoiceStream, events, first_event, sse, usage_chunks
 from polylm.serve.work import Completion
@@ -20,7 +20,11 @@ from polylm.templates import render_messages
 
 
 def add_chat_route(app: FastAPI, state: ServerState) -> None:
-    @app.post("/v1/chat/completions")
+    @app.post(
+        "/v1/chat/completions",
+        responses=api_responses(ChatCompletionResponse, 400, 401, 404, 413, 429, 503, stream=ChatCompletionChunk),
+        openapi_extra=json_request(ChatCompletionRequest),
+    )
     async def chat_completions(request: Request) -> Response:
         state.authorize(request)
         body = parse(ChatCompletionRequest, await read_json(request, state.settings.max_body_bytes))

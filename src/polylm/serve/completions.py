@@ -11,15 +11,19 @@ from polylm.generate.batch import Generation
 from polylm.serve.body import parse, read_json
 from polylm.serve.engine import Done, Failed, Scored, Step
 from polylm.serve.jobs import failure
-from polylm.serve.protocol import CompletionRequest, bad_parameter
-from polylm.serve.responses import CompletionLogprobs, Head, final_text
+from polylm.serve.protocol import CompletionRequest, api_responses, bad_parameter, json_request
+from polylm.serve.responses import CompletionChunk, CompletionLogprobs, CompletionResponse, Head, final_text
 from polylm.serve.state import ServerState
 from polylm.serve.streaming import SSE_HEADERS, ChoiceStream, events, first_event, sse, usage_chunks
 from polylm.serve.work import Completion
 
 
 def add_completions_route(app: FastAPI, state: ServerState) -> None:
-    @app.post("/v1/completions")
+    @app.post(
+        "/v1/completions",
+        responses=api_responses(CompletionResponse, 400, 401, 404, 413, 429, 503, stream=CompletionChunk),
+        openapi_extra=json_request(CompletionRequest),
+    )
     async def completions(request: Request) -> Response:
         state.authorize(request)
         body = parse(CompletionRequest, await read_json(request, state.settings.max_body_bytes))

@@ -3,6 +3,9 @@
 Texts follow `TextGenerator`: a continuation is `decode(tokens)` cut before the first stop string, and a stream
 holds back a half-decoded character or a possible stop-string start until it is decided, so the concatenated
 stream equals the non-streamed text.
+
+The pydantic models at the end describe these bodies in the OpenAPI document (the builders above write plain
+dicts); the fuzz test checks every answer against them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field
 
 from polylm.generate.text import _cut_at_stop, _withheld
 from polylm.serve.engine import TokenLogprob
@@ -192,3 +198,120 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+
+
+# ---- the OpenAPI document's response bodies --------------------------------------------------------------------
+
+FinishReason = Literal["stop", "length"]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionLogprobsBody(BaseModel):
+    """`CompletionLogprobs.body()`: one entry per token; the echoed prompt's first token has null log-probabilities."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobsBody | None
+    finish_reason: FinishReason
+
+
+class CompletionResponse(BaseModel):
+    """The completion."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class CompletionChunkChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobsBody | None
+    finish_reason: FinishReason | None
+
+
+class CompletionChunk(BaseModel):
+    """One `data:` event of a completions stream; the last one before `[DONE]` has no choices and the usage when
+    `stream_options.include_usage` is true."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChunkChoice]
+    usage: Usage | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobsBody(BaseModel):
+    content: list[ChatTokenLogprob]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: ChatLogprobsBody | None
+    finish_reason: FinishReason
+
+
+class ChatCompletionResponse(BaseModel):
+    """The assistant's answer."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = Field(None, description="in each choice's first chunk")
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobsBody | None
+    finish_reason: FinishReason | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One `data:` event of a chat stream (as `CompletionChunk`)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None

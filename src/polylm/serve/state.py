@@ -6,7 +6,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from polylm.errors import PolyLMError
 from polylm.generate.text import TextGenerator
 from polylm.serve.engine import Engine
 from polylm.serve.metrics import Metrics
-from polylm.serve.protocol import APIError
+from polylm.serve.protocol import APIError, short_repr
 from polylm.serve.responses import now
 from polylm.templates import TEMPLATES
 
@@ -81,6 +82,8 @@ class ServerState:
         self.model_name = settings.served_model_name or (Path(settings.model).name if settings.model else "polylm")
         self.created = now()
         self.max_prompt_tokens = 0
+        self.tokenizing = 0
+        """`/tokenize` and `/detokenize` requests being answered (changed on the event loop only)."""
 
     def load(self) -> None:
         try:
@@ -109,20 +112,42 @@ class ServerState:
         return self.engine, self.generator
 
     def authorize(self, request: Request) -> None:
+        """The bearer token against --api-key in constant time: how long a wrong key takes to refuse must not tell
+        how much of it was right."""
         key = self.settings.api_key
         if not key:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        sent = token.strip().encode("latin-1")  # the header's bytes (Starlette decodes headers as latin-1)
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent, key.encode()):
             message = "missing API key: send 'Authorization: Bearer <key>'" if not header else "invalid API key"
             raise APIError(401, message, code="invalid_api_key", kind="authentication_error")
 
+    @contextmanager
+    def tokenizer_slot(self) -> Iterator[None]:
+        """Tokenizer requests in flight are bounded as queued generation jobs are: beyond --max-queue, 429."""
+        if self.tokenizing >= self.settings.max_queue:
+            self.metrics.reject("queue_full")
+            raise APIError(
+                429,
+                f"server is busy: {self.tokenizing} tokenizer requests are running (--max-queue "
+                f"{self.settings.max_queue}); retry later",
+                code="queue_full",
+                kind="rate_limit_error",
+            )
+        self.tokenizing += 1
+        try:
+            yield
+        finally:
+            self.tokenizing -= 1
+
     def check_model(self, name: str | None) -> None:
+        """A request's `model` is a name to compare, never a path to open: the server serves one model."""
         if name is not None and name != self.model_name:
             raise APIError(
                 404,
-                f"model {name!r} does not exist; this server serves {self.model_name!r}",
+                f"model {short_repr(name)} does not exist; this server serves {self.model_name!r}",
                 "model",
                 "model_not_found",
             )

@@ -42,7 +42,7 @@ class Completion:
         logprobs: int | None,
         param: str = "prompt",
     ) -> None:
-        self.state = state
+        self.state, self.param = state, param
         engine, generator = state.ready()
         self.engine, self.tokenizer = engine, generator.tokenizer
         self.request, self.n = request, request.n
@@ -128,6 +128,13 @@ class Completion:
                 )
 
     def submit(self) -> None:
+        jobs, limit = len(self.collector.jobs), self.engine.max_queue
+        if jobs > limit:  # it could never be queued: a 429 would say "retry later" for ever (found by Schemathesis)
+            raise bad_parameter(
+                self.param,
+                f"needs {jobs} jobs (a prompt both scored and continued takes two), more than the server's "
+                f"--max-queue {limit}",
+            )
         self.collector.submit(self.engine, self.state.metrics)
 
     def work_of(self, job_index: int) -> tuple[int, PromptWork]:
