@@ -23,8 +23,15 @@ def read_yaml(path: Path) -> object:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PolyLMError(f"{path}: config file not found") from None
+    except OSError as exc:  # a directory, no permission
+        raise PolyLMError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise PolyLMError(f"{path}:{line}: not valid UTF-8") from None
     except yaml.YAMLError as exc:
-        raise PolyLMError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise PolyLMError(f"{path}: not valid YAML ({_first_line(exc)})") from None
+    except (ValueError, RecursionError) as exc:  # 2001-02-30, an integer of over 4300 digits; nesting too deep
+        raise PolyLMError(f"{path}: not valid YAML ({_first_line(exc) or 'nested too deeply'})") from None
 
 
 def read_json(path: Path, written_by: str | None = None) -> object:
@@ -36,8 +43,15 @@ def read_json(path: Path, written_by: str | None = None) -> object:
         if written_by is None:
             raise PolyLMError(f"{path}: file not found") from None
         raise PolyLMError(f"{path}: not found; is {path.parent} a directory written by `{written_by}`?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PolyLMError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise PolyLMError(f"{path}: cannot read the file ({exc.strerror})") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, an integer too long, nesting too deep
+        raise PolyLMError(f"{path}: not valid JSON ({_first_line(exc) or 'nested too deeply'})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of an error's message: the CLI prints a PolyLMError as one line."""
+    return next(iter(str(exc).splitlines()), "")
 
 
 def check_mapping(cls: type, values: object, where: str, require: bool = True) -> dict:
@@ -88,23 +102,42 @@ def typed(value: object, annotation: str, where: str) -> object:
     """`value` as a field annotated `annotation` (a string: every config module uses postponed annotations).
 
     YAML reads `1e-4` (no dot) as a string, so floats are parsed here; ints, bools and strings must already be.
+    Mappings (`dict`) and lists must be, and a `list[str]` or `list[dict]` holds only those; a `tuple[float, ...]`
+    takes a list of exactly as many numbers. Other annotations (sections built by their loader) pass as they are.
     """
     kinds = {part.strip() for part in annotation.split("|")}
     if value is None and "None" in kinds:
         return None
-    if "float" in kinds and not isinstance(value, bool):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise PolyLMError(f"{where}: expected a number, got {value!r}") from None
-    for name, kind in (("int", int), ("bool", bool), ("str", str)):
+    if "float" in kinds:
+        try:  # not a bool: float(True) is 1.0, for what is a typo; OverflowError: an integer past the largest float
+            number = None if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+        if number is None:
+            raise PolyLMError(f"{where}: expected a number, got {_short(value)}")
+        return number
+    for name, kind in (("int", int), ("bool", bool), ("str", str), ("dict", dict)):
         if name in kinds and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-            raise PolyLMError(f"{where}: expected {name}, got {value!r}")
+            raise PolyLMError(f"{where}: expected {'a mapping' if kind is dict else name}, got {_short(value)}")
     if annotation.startswith("tuple[float"):
-        if not isinstance(value, (list, tuple)):
-            raise PolyLMError(f"{where}: expected a list of numbers, got {value!r}")
+        size = annotation.count(",") + 1
+        if not isinstance(value, (list, tuple)) or len(value) != size:
+            raise PolyLMError(f"{where}: expected a list of {size} numbers, got {_short(value)}")
         return tuple(typed(item, "float", where) for item in value)
+    if annotation.startswith("list["):
+        if not isinstance(value, list):
+            raise PolyLMError(f"{where}: expected a list, got {_short(value)}")
+        item = annotation[len("list[") : -1]
+        if item in ("str", "dict"):
+            for number, element in enumerate(value):
+                typed(element, item, f"{where}[{number}]")
     return value
+
+
+def _short(value: object, limit: int = 200) -> str:
+    """`repr(value)`, cut to `limit` characters: an error message names the value, it need not hold a whole file."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _at(where: str, key: str) -> str:

@@ -11,9 +11,12 @@ file without a string text column, a language code that is not two lowercase let
 naming the file, at the call, before anything is read. Problems inside a corpus are counted in the ledger by
 kind, with FILE:LINE, and reading goes on: `invalid_utf8`, `malformed_json`, `missing_field`, `malformed_tsv`,
 `unknown_language`, `empty_side`, `misaligned`, `corrupt_file` (a truncated or corrupt compressed stream:
-the rest of that file is lost) and `empty_file` (a file that gave nothing). Blank lines are not records and are
-skipped without a count. A UTF-8 byte order mark at the start of a file is dropped. Line and row numbers are
-1-based; ids are `FILE:LINE` (`FILE:ROW` for Parquet, the first line of a paragraph).
+the rest of that file is lost; for Parquet, a corrupt data page) and `empty_file` (a file that gave nothing).
+A JSON string holding a lone surrogate (an escape such as `\\ud800`, which no UTF-8 text can hold) counts as
+`invalid_utf8`; an integer of more than 4300 digits or nesting past Python's recursion limit as `malformed_json`.
+Blank lines are not records and are skipped without a count (in JSON Lines, blank means JSON whitespace only: a
+line of other Unicode spaces is malformed). A UTF-8 byte order mark at the start of a file is dropped. Line and
+row numbers are 1-based; ids are `FILE:LINE` (`FILE:ROW` for Parquet, the first line of a paragraph).
 
 Why not datatrove's readers: they count documents, not malformed lines by reason with file and line in our
 Ledger (a bad JSON line is logged and lost), and they bring fsspec and a multi-task executor that a
@@ -43,6 +46,9 @@ CHUNK_BYTES = 1 << 16
 _LANG_CODE = re.compile(r"[a-z]{2}")
 LANG_KEYS = ("src_lang", "tgt_lang")
 _CORRUPT = (EOFError, gzip.BadGzipFile, zlib.error, zstandard.ZstdError)
+JSON_BLANK = " \t\r\n"
+"""JSON's whitespace: a JSON Lines line of nothing else is blank; `str.strip()` would also take `\\x0c` or `\\u3000`."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -109,7 +115,9 @@ def _chunks(path: Path, compression: str | None) -> Iterator[bytes]:
             yield from _zstd_chunks(handle)
         return
     with gzip.open(path, "rb") if compression == ".gz" else path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
+        # read1: one read of the stream per chunk. read() would gather up to CHUNK_BYTES over several, and a cut
+        # gzip stream's EOFError in the last would lose what the others had decompressed (whole lines).
+        while chunk := handle.read1(CHUNK_BYTES):
             yield chunk
 
 
@@ -153,6 +161,10 @@ def _json_object(line: str, where: str, ledger: Ledger) -> dict | None:
     except json.JSONDecodeError as exc:
         ledger.error("malformed_json", f"{where}: not a JSON object ({exc.msg} at column {exc.colno})")
         return None
+    except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits; nesting past the recursion limit
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "an integer too long to read"
+        ledger.error("malformed_json", f"{where}: not a JSON object ({reason})")
+        return None
     if not isinstance(record, dict):
         ledger.error("malformed_json", f"{where}: not a JSON object (got {type(record).__name__})")
         return None
@@ -162,6 +174,9 @@ def _json_object(line: str, where: str, ledger: Ledger) -> dict | None:
 def _string_field(record: dict, key: str, where: str, ledger: Ledger) -> str | None:
     value = record.get(key)
     if isinstance(value, str):
+        if surrogate := _SURROGATE.search(value):
+            ledger.error("invalid_utf8", f"{where}: {key!r} field holds a lone surrogate ({surrogate[0]!a})")
+            return None
         return value
     kind = "" if value is None else f" (got {type(value).__name__}, expected a string)"
     ledger.error("missing_field", f"{where}: no {key!r} field{kind}")
@@ -170,7 +185,7 @@ def _string_field(record: dict, key: str, where: str, ledger: Ledger) -> str | N
 
 def _jsonl_texts(path: Path, compression: str | None, field: str, ledger: Ledger) -> Iterator[tuple[int, str]]:
     for number, line in _text_lines(path, compression, ledger):
-        if line.strip():
+        if line.strip(JSON_BLANK):
             record = _json_object(line, f"{path}:{number}", ledger)
             text = None if record is None else _string_field(record, field, f"{path}:{number}", ledger)
             if text is not None:
@@ -210,15 +225,38 @@ def _parquet_texts(path: Path, field: str, ledger: Ledger) -> Iterator[tuple[int
 
 
 def _parquet_rows(parquet, path: Path, field: str, ledger: Ledger) -> Iterator[tuple[int, str]]:
+    """The rows' texts; a corrupt data page ends the file as `corrupt_file` (the footer read fine, so it is the
+    corpus at fault, not the config), like a cut compressed stream."""
+    import pyarrow as pa  # loaded already by _parquet_texts
+
     row = 0
     with parquet:
-        for batch in parquet.iter_batches(columns=[field], batch_size=1024):
-            for value in batch.column(0).to_pylist():
-                row += 1
-                if value is None:
-                    ledger.error("missing_field", f"{path}:{row}: no {field!r} field (null)")
-                else:
-                    yield row, value
+        try:
+            for batch in parquet.iter_batches(columns=[field], batch_size=1024):
+                for value in _column_values(batch.column(0)):
+                    row += 1
+                    if value is None:
+                        ledger.error("missing_field", f"{path}:{row}: no {field!r} field (null)")
+                    elif isinstance(value, bytes):
+                        try:
+                            yield row, value.decode("utf-8")
+                        except UnicodeDecodeError as exc:
+                            ledger.error("invalid_utf8", f"{path}:{row}: not valid UTF-8 (byte {exc.start})")
+                    else:
+                        yield row, value
+        except (OSError, pa.ArrowException) as exc:
+            ledger.error("corrupt_file", f"{path}:{row + 1}: Parquet data is corrupt ({exc})")
+
+
+def _column_values(column) -> list:
+    """A string column's values; when a corrupt page holds bytes that are not UTF-8, the batch's values come as
+    bytes instead, for the bad rows to be counted one by one."""
+    import pyarrow as pa  # loaded already by _parquet_texts
+
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        return column.view(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()).to_pylist()
 
 
 def read_documents(
@@ -292,7 +330,7 @@ def _jsonl_pairs(
 ) -> Iterator[Pair]:
     for number, line in _text_lines(path, compression, ledger):
         where = f"{path}:{number}"
-        record = _json_object(line, where, ledger) if line.strip() else None
+        record = _json_object(line, where, ledger) if line.strip(JSON_BLANK) else None
         if record is None:
             continue
         texts = [_string_field(record, key, where, ledger) for key in ("src", "tgt")]

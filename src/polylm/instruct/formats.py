@@ -11,10 +11,10 @@ unknown role or an empty response is counted with its reason like every other dr
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from polylm.instruct.records import Conversation, Message
+from polylm.instruct.records import SURROGATE, Conversation, Message
 
 UNKNOWN_LANG = "und"
 SHARE_GPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant",
@@ -46,6 +46,8 @@ def _string(record: dict, key: str, optional: bool = False) -> str:
         raise Malformed(f"missing field {key!r}" if key not in record else f"field {key!r} is null")
     if not isinstance(value, str):
         raise Malformed(f"field {key!r} is {type(value).__name__}, expected a string")
+    if SURROGATE.search(value):
+        raise Malformed(f"field {key!r} holds a lone surrogate, not valid UTF-8")
     return value
 
 
@@ -133,7 +135,8 @@ class OpenAssistant:
     Each tree gives one conversation per assistant message with no assistant message below it: the path from
     the root to it (a root-to-leaf path cut after its last answer; an unanswered follow-up prompt is left out).
     A message marked `deleted` or with `review_result` false is rejected with its replies (one count). The
-    language is the root prompt's `lang`.
+    language is the root prompt's `lang`. In the flat table, a message whose parent is not in the file, or whose
+    `parent_id`s run in a loop that never reaches a root, is malformed, with its replies.
     """
 
     def __init__(self) -> None:
@@ -158,7 +161,8 @@ class OpenAssistant:
         yield from _conversations(root, lang_code(root.message.get("lang")))
 
     def end(self) -> Iterator[Entry]:
-        """The flat table's trees; a message whose parent is not in the file is malformed, with its replies."""
+        """The flat table's trees; a message whose parent is not in the file, or that has no root above it (its
+        parent_ids loop), is malformed, with its replies."""
         nodes = {node.message["message_id"]: node for node in self.table}
         roots = []
         for node in self.table:
@@ -167,62 +171,104 @@ class OpenAssistant:
                 roots.append(node)
             elif parent in nodes:
                 nodes[parent].replies.append(node)
+        reached: set[int] = set()
         for node in self.table:
             parent = node.message.get("parent_id")
             if parent is not None and parent not in nodes:
-                yield from (Entry(n.where, malformed="parent message not in the file") for n in _subtree(node))
+                orphans = list(_subtree(node))
+                reached.update(map(id, orphans))
+                yield from (Entry(n.where, malformed="parent message not in the file") for n in orphans)
         for root in roots:
+            reached.update(map(id, _subtree(root)))
             yield from _conversations(root, lang_code(root.message.get("lang")))
+        for node in self.table:
+            if id(node) not in reached:  # parent_ids in a loop (a message its own ancestor): no root above it
+                yield Entry(node.where, malformed="parent_id loop: no root message above it")
         self.table = []
 
 
 def _tree(message: object, where: str) -> _Node:
-    """A nested export message and its replies, checked all the way down (one bad message spoils the tree)."""
-    message = _object(message, "a message")
-    for key in ("role", "text"):
-        _string(message, key)
-    replies = message.get("replies") or []
-    if not isinstance(replies, list):
-        raise Malformed("field 'replies' is not a list")
-    where_here = f"{where} message {message.get('message_id', '?')}"
-    return _Node(message, where_here, [_tree(reply, where) for reply in replies])
+    """A nested export message and its replies, checked all the way down (one bad message spoils the tree), in
+    depth-first order with a stack rather than recursion, like `_walk`."""
+    root = _Node(message, where)  # its message is checked first, like every reply
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        node.message = _object(node.message, "a message")
+        for key in ("role", "text"):
+            _string(node.message, key)
+        replies = node.message.get("replies") or []
+        if not isinstance(replies, list):
+            raise Malformed("field 'replies' is not a list")
+        node.where = f"{where} message {node.message.get('message_id', '?')}"
+        node.replies = [_Node(reply, where) for reply in replies]
+        stack.extend(reversed(node.replies))
+    return root
 
 
 def _subtree(node: _Node) -> Iterator[_Node]:
-    yield node
-    for reply in node.replies:
-        yield from _subtree(reply)
+    """`node` and the messages below it, depth first (a stack, not recursion: a reply chain can be thousands
+    of messages deep in a flat table)."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.replies))
 
 
 def _conversations(root: _Node, lang: str) -> Iterator[Entry]:
     """Depth first; see `OpenAssistant`. A tree without any answer gives its root prompt alone, so that it is
     counted (`problem` rejects it: no assistant response)."""
-    entries = list(_walk(root, (), lang))
-    yield from entries or [Entry(root.where, _conversation((), root, lang))]
+    entries = _walk(root, lang)
+    yield from entries or [Entry(root.where, Conversation((_message(root),), lang, ""))]
 
 
-def _walk(node: _Node, path: tuple[Message, ...], lang: str) -> Generator[Entry, None, bool]:
-    """Yield the conversations below `node`; return whether one of them ends with an assistant message."""
-    if _excluded(node.message):
-        yield Entry(node.where, _conversation(path, node, lang), rejected="deleted or failed review")
-        return False
-    conversation = _conversation(path, node, lang)
-    answered = False
-    for reply in node.replies:
-        answered |= yield from _walk(reply, conversation.messages, lang)
-    if answered or conversation.messages[-1].role != "assistant":
-        return answered
-    yield Entry(node.where, conversation)
-    return True
+@dataclass
+class _Visit:
+    node: _Node
+    message: Message
+    replies_done: int = 0
+    answered: bool = False
+    """Whether a conversation below it ends with an assistant message."""
+
+
+def _walk(root: _Node, lang: str) -> list[Entry]:
+    """The conversations below `root`: each assistant message with no answered reply below it closes one; an
+    excluded message is rejected with its replies. An explicit stack, so that no chain is too deep."""
+    entries: list[Entry] = []
+    stack: list[_Visit] = []
+
+    def enter(node: _Node) -> None:
+        message = _message(node)
+        if not _excluded(node.message):
+            stack.append(_Visit(node, message))
+            return
+        path = (*(visit.message for visit in stack), message)
+        entries.append(Entry(node.where, Conversation(path, lang, ""), rejected="deleted or failed review"))
+
+    enter(root)
+    while stack:
+        visit = stack[-1]
+        if visit.replies_done < len(visit.node.replies):
+            visit.replies_done += 1
+            enter(visit.node.replies[visit.replies_done - 1])
+            continue
+        if not visit.answered and visit.message.role == "assistant":
+            entries.append(Entry(visit.node.where, Conversation(tuple(v.message for v in stack), lang, "")))
+            visit.answered = True
+        stack.pop()
+        if stack:
+            stack[-1].answered |= visit.answered
+    return entries
 
 
 def _excluded(message: dict) -> bool:
     return message.get("deleted") is True or message.get("review_result") is False
 
 
-def _conversation(path: tuple[Message, ...], node: _Node, lang: str) -> Conversation:
+def _message(node: _Node) -> Message:
     role = node.message["role"]
-    return Conversation((*path, Message(OASST_ROLES.get(role, role), node.message["text"])), lang, "")
+    return Message(OASST_ROLES.get(role, role), node.message["text"])
 
 
 FORMATS: dict[str, Callable[[], SingleRecord | OpenAssistant]] = {

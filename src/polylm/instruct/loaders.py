@@ -4,10 +4,13 @@ gzip-compressed (`.gz`, as the Open Assistant exports are), in one of the `forma
 Every record comes out as an entry, so nothing is dropped silently: a line that is not UTF-8 or not a JSON
 object, an array item that is not an object, a missing or mistyped field are malformed entries at `FILE:LINE`
 (1-based) or `FILE[INDEX]` (0-based array index). A JSON array file that does not parse is one malformed entry
-at the line where parsing failed (its records cannot be told apart); a file without any record, or a gzip
-stream that is corrupt or cut (after the records read before it), is one at `FILE`. Blank lines are not
-records. JSON arrays are read whole into memory (ShareGPT's 670 MB file takes a few GB); JSON Lines are
-streamed.
+at the line where parsing failed (its records cannot be told apart) when it opens with `[` alone on its first
+line, as an indented array does; otherwise it is read as JSON Lines whose first line is bad, so that the records
+after that line are kept (a one-line array is then one malformed line). A file without any record, or a gzip
+stream that is corrupt or cut (after the records read before it), is one at `FILE`. Blank lines (JSON
+whitespace only) are not records. An integer of more than 4300 digits or nesting past Python's recursion limit
+makes a line (or an array file) invalid JSON, like any other syntax error. JSON arrays are read whole into
+memory (ShareGPT's 670 MB file takes a few GB); JSON Lines are streamed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ from typing import IO
 from polylm.errors import PolyLMError
 from polylm.instruct.formats import FORMATS, Entry, Malformed, OpenAssistant, SingleRecord
 from polylm.instruct.records import Conversation
+
+JSON_BLANK = " \t\r\n"
+"""JSON's whitespace: a line of nothing else is blank; `str.strip()` would also take `\\x0c` or `\\u3000`."""
+_UNREADABLE = (ValueError, RecursionError)
+"""What `json.loads` raises besides JSONDecodeError: an integer of over 4300 digits, nesting too deep."""
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -54,11 +62,11 @@ def _json_lines(path: Path) -> Iterator[tuple[str, dict | Malformed]]:
             except UnicodeDecodeError:
                 yield where, Malformed("invalid UTF-8")
                 continue
-            if not line.strip():
+            if not line.strip(JSON_BLANK):
                 continue
             try:
                 yield where, _object(json.loads(line))
-            except json.JSONDecodeError:
+            except _UNREADABLE:
                 yield where, Malformed("invalid JSON")
             except Malformed as exc:
                 yield where, exc
@@ -69,12 +77,16 @@ def _json_array(path: Path) -> Iterator[tuple[str, dict | Malformed]]:
         raw = handle.read()
     try:
         items = json.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        yield f"{path}:{line}", Malformed("invalid UTF-8")
-        return
-    except json.JSONDecodeError as exc:
-        yield f"{path}:{exc.lineno}", Malformed("invalid JSON")
+    except _UNREADABLE as exc:  # ValueError: UnicodeDecodeError and JSONDecodeError too
+        if not _indented_array(raw):
+            yield from _json_lines(path)  # JSON Lines whose first record starts with `[`: a bad line, not a bad file
+        elif isinstance(exc, UnicodeDecodeError):
+            line = raw[: exc.start].count(b"\n") + 1
+            yield f"{path}:{line}", Malformed("invalid UTF-8")
+        elif isinstance(exc, json.JSONDecodeError):
+            yield f"{path}:{exc.lineno}", Malformed("invalid JSON")
+        else:  # nested too deeply, or an integer too long: no line to name
+            yield str(path), Malformed("invalid JSON")
         return
     for index, item in enumerate(items):
         where = f"{path}[{index}]"
@@ -82,6 +94,11 @@ def _json_array(path: Path) -> Iterator[tuple[str, dict | Malformed]]:
             yield where, _object(item)
         except Malformed as exc:
             yield where, exc
+
+
+def _indented_array(raw: bytes) -> bool:
+    """Whether the first non-blank line of a file is `[` alone."""
+    return raw.lstrip(b" \t\r\n\xef\xbb\xbf").split(b"\n", 1)[0].strip() == b"["
 
 
 def read_entries(path: Path, fmt: str, source: str) -> Iterator[Entry]:
@@ -121,11 +138,12 @@ def _tagged(entry: Entry, source: str) -> Entry:
 
 
 def read_conversations(path: Path) -> Iterator[Conversation]:
-    """Conversations from a JSON Lines file of `Conversation.to_dict()` (what `polylm instruct prepare` writes)."""
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
+    """Conversations from a JSON Lines file of `Conversation.to_dict()` (what `polylm instruct prepare` writes);
+    any other line raises PolyLMError naming it."""
+    with Path(path).open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if raw.strip(JSON_BLANK.encode()):
                 try:
-                    yield Conversation.from_dict(json.loads(line))
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    yield Conversation.from_dict(json.loads(raw.decode("utf-8")))
+                except (*_UNREADABLE, KeyError, TypeError) as exc:  # ValueError: not UTF-8 or not JSON too
                     raise PolyLMError(f"{path}:{number}: not a conversation record ({exc})") from None

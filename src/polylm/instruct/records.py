@@ -5,9 +5,12 @@ Loaders turn each public format into this; the mixture writes it as JSONL; SFT r
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 ROLES = ("system", "user", "assistant")
+SURROGATE = re.compile("[\ud800-\udfff]")
+"""A lone surrogate: what a JSON escape (`\\ud800`) can put in a str and no UTF-8 text can hold."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,17 @@ class Conversation:
 
     @classmethod
     def from_dict(cls, data: dict) -> Conversation:
-        return cls(tuple(Message(m["role"], m["content"]) for m in data["messages"]), data["lang"], data["source"])
+        """The inverse of `to_dict`; KeyError, TypeError or ValueError for a record of any other shape."""
+        conversation = cls(
+            tuple(Message(m["role"], m["content"]) for m in data["messages"]), data["lang"], data["source"]
+        )
+        roles_and_contents = (text for message in conversation.messages for text in (message.role, message.content))
+        texts = [conversation.lang, conversation.source, *roles_and_contents]
+        if not all(isinstance(text, str) for text in texts):
+            raise TypeError("roles, contents, lang and source must be strings")
+        if any(SURROGATE.search(text) for text in texts):
+            raise ValueError("a string holds a lone surrogate, which is not valid UTF-8")
+        return conversation
 
 
 def problem(conversation: Conversation) -> str | None:

@@ -11,6 +11,7 @@ merged into its neighbour. An answer cut by the token limit loses its last task,
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from polylm.selfinstruct.locales import LOCALES
@@ -29,8 +30,10 @@ _LABEL = re.compile(
 )
 _END_MARKERS = re.compile(r"<end_of_turn>|<eos>|</s>|<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>")
 _SEPARATOR_LINE = re.compile(r"\n[ \t]*(?:#{2,}|-{3,}|={3,})")
-_TRAILING_SEPARATORS = re.compile(r"(?:\s*(?:#{2,}|-{3,}|={3,})|\n[ \t]*\d+[ \t]*[.)．])+\s*$")
-"""Separators, and the bare number of a next list item the model began without its label ("...\n2.")."""
+_TRAILING_SEPARATORS = re.compile(r"(?:\s*(?:#{2,}(?!#)|-{3,}(?!-)|={3,}(?!=))|\n[ \t]*\d+[ \t]*[.)．])+\s*$")
+"""Separators, and the bare number of a next list item the model began without its label ("...\n2."). Each
+separator takes its whole run of `#`, `-` or `=`: were a run splittable among repetitions, a long one followed by
+anything else would take exponential time to fail."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,21 @@ class Parsed:
     tasks: list[Task]
     truncated: int
     """Tasks dropped because the answer hit the token limit (0 or 1)."""
+
+
+def _field(label: str) -> str:
+    """The field a matched label names. IGNORECASE matches some letters that `casefold` spells otherwise (`İ`,
+    `ı`), so those labels are looked up by matching the names again."""
+    field = _ALIASES.get(label.casefold())
+    if field is None:
+        field = next(_ALIASES[name] for name in _ALIASES if re.fullmatch(re.escape(name), label, re.IGNORECASE))
+    return field
+
+
+def _number(digits: str) -> str:
+    """A label's number as plain ASCII digits, so that `２`, `٢` and `02` are the same task; not an int, which
+    Python refuses to make from more than 4300 digits."""
+    return "".join(str(unicodedata.digit(digit)) for digit in digits).lstrip("0") or "0"
 
 
 def _value(text: str) -> str:
@@ -56,7 +74,7 @@ def parse_answer(text: str, first_index: int, truncated: bool = False) -> Parsed
         text = f"{first_index}. Instruction: {text.lstrip()}"
     matches = list(_LABEL.finditer(text))
     tasks: list[Task] = []
-    current: dict[str, str | int | None] = {}
+    current: dict[str, str | None] = {}
 
     def flush() -> None:
         task = make_task(current.get("instruction"), current.get("input"), current.get("output"))
@@ -64,8 +82,8 @@ def parse_answer(text: str, first_index: int, truncated: bool = False) -> Parsed
             tasks.append(task)
 
     for match, following in zip(matches, [*matches[1:], None], strict=True):
-        field = _ALIASES[(match["numbered"] or match["bare"]).casefold()]
-        number = int(match["num"]) if match["num"] else None
+        field = _field(match["numbered"] or match["bare"])
+        number = _number(match["num"]) if match["num"] else None
         value = _value(text[match.end() : following.start() if following else len(text)])
         known = current.get("number")
         if field == "instruction" or field in current or (None not in (number, known) and number != known):
