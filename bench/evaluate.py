@@ -27,7 +27,7 @@ from tqdm import tqdm
 from polylm import build_model, count_parameters, save_model
 from polylm.config import ModelConfig
 from polylm.evaluate import EvalConfig
-from polylm.evaluate.requests import LanguageModel
+from polylm.evaluate.language_model import LanguageModel
 from polylm.evaluate.runner import build_prompts, load_subsets
 from polylm.tokenizer import TokenizerTrainingConfig, train_tokenizer
 

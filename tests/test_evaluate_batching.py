@@ -11,7 +11,7 @@ from tqdm import tqdm
 from evaluate_support import BENCHMARKS, eval_model_dir, needs_benchmarks, one_thread
 from polylm.cli import main
 from polylm.evaluate import EvalConfig, evaluate
-from polylm.evaluate.requests import LanguageModel, cut_at_stop
+from polylm.evaluate.language_model import LanguageModel, cut_at_stop
 from polylm.evaluate.runner import build_prompts, load_language_model, load_subsets
 
 __all__ = ["eval_model_dir", "one_thread"]  # fixtures, imported for pytest

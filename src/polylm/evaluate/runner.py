@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +18,9 @@ import numpy as np
 
 from polylm.errors import PolyLMError
 from polylm.evaluate.data import BadRows
+from polylm.evaluate.instances import Instance, answer_in_order
+from polylm.evaluate.language_model import LanguageModel
 from polylm.evaluate.prompts import FEWSHOT_DELIMITER, fewshot_examples
-from polylm.evaluate.requests import LanguageModel
 from polylm.evaluate.tasks import ChoiceDoc, ChoiceTask, GenerationTask, Task, resolve_tasks
 from polylm.generate import GenerationConfig
 from polylm.model import count_parameters
@@ -173,14 +175,28 @@ def evaluate(config: EvalConfig) -> dict:
     lm = load_language_model(config)
     choice = [s for s in subsets if isinstance(s.task, ChoiceTask)]
     generation = [s for s in subsets if isinstance(s.task, GenerationTask)]
-    pairs = [pair for s in choice for doc_pairs in s.prompts for pair in doc_pairs]
-    total = len(pairs) + sum(len(s.prompts) for s in generation)
+    scored = [
+        Instance("loglikelihood", s.task.name, s.lang, doc, number, context, continuation)
+        for s in choice
+        for doc, doc_pairs in enumerate(s.prompts)
+        for number, (context, continuation) in enumerate(doc_pairs)
+    ]
+    asked = {
+        (s.task.name, s.lang): [
+            Instance("generate_until", s.task.name, s.lang, doc, 0, prompt) for doc, prompt in enumerate(s.prompts)
+        ]
+        for s in generation
+    }
+    total = len(scored) + sum(map(len, asked.values()))
     scores: dict[tuple[str, str], tuple[dict, dict]] = {}
     with progress_bar(total=total, desc="evaluating", unit="request") as progress:
-        lls = iter(lm.loglikelihood(pairs, progress))
+        answer_in_order(scored, lm.loglikelihood([i.pair for i in scored], progress))
+        per_doc: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+        for instance in scored:
+            per_doc[instance.task, instance.lang, instance.doc].append(instance.result)
         for s in choice:
-            per_doc = [[next(lls) for _ in doc.pairs] for doc in s.docs]
-            scores[s.task.name, s.lang] = _choice_scores(per_doc, s.docs), {}
+            lls = [per_doc[s.task.name, s.lang, doc] for doc in range(len(s.docs))]
+            scores[s.task.name, s.lang] = _choice_scores(lls, s.docs), {}
         for s in generation:
             gen_config = GenerationConfig(
                 max_new_tokens=config.max_new_tokens or s.task.max_new_tokens,
@@ -188,13 +204,15 @@ def evaluate(config: EvalConfig) -> dict:
                 early_stopping=config.num_beams > 1,
                 eos_token_id=lm.tokenizer.eos_id,
             )
-            answers = lm.generate_until(s.prompts, s.task.stop, gen_config, progress)
-            scores[s.task.name, s.lang] = s.task.score(s.lang, answers, s.docs)
+            instances = asked[s.task.name, s.lang]
+            answers = lm.generate_until([i.context for i in instances], s.task.stop, gen_config, progress)
+            answer_in_order(instances, answers)
+            scores[s.task.name, s.lang] = s.task.score(s.lang, [i.result for i in instances], s.docs)
     model_info = {
         "dir": str(config.model),
         "parameters": count_parameters(lm.model.config),
         "dtype": lm.model.config.dtype,
         "max_position_embeddings": lm.max_length,
     }
-    requests = {"loglikelihood": len(pairs), "generate_until": total - len(pairs)}
+    requests = {"loglikelihood": len(scored), "generate_until": total - len(scored)}
     return build_report(dataclasses.asdict(config), subsets, scores, model_info, requests, time.time() - started)
