@@ -6,8 +6,9 @@ One uninterrupted run is the reference, and calibrates the campaign: how long th
 make each unit of progress (a logged step, a completed datatrove task, a kept self-instruct record). Then the
 same command runs in a fresh directory and is killed with SIGKILL (its whole process group) after a random
 delay: the start-up plus a random share of the time the work left needs (on average 1/(kills left + 1) of it, so
-the kills spread to the end). A run about to finish (`margin` units short of the total) is killed at once (the
-round's trigger says "guard"): a resume can start faster than the delay expected. A round
+the kills spread to the end). A guard caps each round's progress at its share of the units left before a margin
+short of the total, and kills at once when the run reaches it (the round's trigger says "guard"): a resume can
+start faster than the delay expected, and this keeps work for every later round. A round
 counts as *landed* only if the process died by SIGKILL (not on its own) and its progress was short of the total
 at that moment; it also notes whether the kill fell inside a checkpoint or shard write (a hidden temporary
 file or directory present). The next round resumes (`--resume auto`, or the same command for data prepare and
@@ -50,7 +51,7 @@ POLYLM = [sys.executable, "-m", "polylm.cli"]
 class Round:
     number: int
     delay_s: float  # the random wall-clock delay drawn for this round
-    trigger: str  # "time": the delay ran out; "guard": the run reached total - margin first, and was killed then
+    trigger: str  # "time": the delay ran out; "guard": the run reached its round's cap first, and was killed then
     exit_code: int
     progress: int  # units done when the kill came
     total: int
@@ -68,7 +69,7 @@ class Target:
     progress: Callable[[Path], int]
     in_write: Callable[[Path, float], bool]  # (out, round start): a write begun this round is in flight
     compare: Callable[[Path, Path], dict]  # (reference out, campaign out) -> {"identical": bool, ...}
-    margin: int = 1  # progress units short of the total at which the guard kills a run that would finish
+    margin: int = 3  # progress units kept short of the total by the guard, whatever the kills' timing
     env: dict = field(default_factory=dict)
     close: Callable[[], None] = lambda: None
     during_kill: Callable[[Path], None] = lambda out: None  # what to record at each kill (self-instruct)
@@ -226,7 +227,7 @@ def prepare_target(work: Path, tasks: int) -> Target:
         return {"identical": not differing and summary_equal, "files": len(got["files"]),
                 "differing_files": differing[:10], "summary_equal": summary_equal}  # fmt: skip
 
-    return Target("prepare", sum(stage_tasks.values()), command, progress, _hidden_temporaries, compare)
+    return Target("prepare", sum(stage_tasks.values()), command, progress, _hidden_temporaries, compare, margin=2)
 
 
 # --- self-instruct -------------------------------------------------------------------------------------------
@@ -317,7 +318,10 @@ def campaign(target: Target, work: Path, kills: int, seed: int) -> dict:
         # On average each round does 1/(kills left + 1) of the work left, so the kills spread to the end.
         share = rng.uniform(0, 2 / (kills - number + 2))
         delay = startup * rng.uniform(0.5, 1.0) + share * (target.total - done) * per_unit
-        guard = max(target.total - target.margin, done + 1)  # a run about to finish is killed at once
+        # The guard: a round may use at most its share of the units left before the margin, so every later round
+        # still finds work to interrupt however fast the run goes (the random delay usually comes first).
+        kills_left = kills - number + 1
+        guard = done + max(1, (target.total - target.margin - done) // kills_left)
         began = time.time()
         process = _start(target, out, number > 1, log)
         deadline, advanced, trigger = time.monotonic() + delay, None, "time"

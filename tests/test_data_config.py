@@ -21,13 +21,19 @@ def _write(tmp_path, text: str):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("pipeline: {}\n", "needs a 'sources' list"),
-        ("sources: [{name: a, lang: en, paths: [x.txt]}]\nworker: 2\n", "unknown key 'worker'"),
-        ("sources: [{name: a, lang: en, paths: [x.txt], colour: red}]\n", "sources[0]: unknown key 'colour'"),
+        ("pipeline: {}\n", "sources: needs a list of sources"),
+        (
+            "sources: [{name: a, lang: en, paths: [x.txt]}]\nworker: 2\n",
+            "data.yaml: worker: unknown key (known: sources, pipeline",
+        ),
+        ("sources: [{name: a, lang: en, paths: [x.txt], colour: red}]\n", "data.yaml: sources[0].colour: unknown key"),
         ("sources: [{name: a}]\n", "source 'a' needs either lang + paths or parallel"),
-        ("sources: [{name: a, parallel: [{src: x}]}]\n", "unknown parallel key 'src'"),
+        ("sources: [{name: a, parallel: [{src: x}]}]\n", "data.yaml: sources[0].parallel[0].src: unknown key"),
         ("sources: [{name: a, lang: en, paths: [x]}, {name: a, lang: de, paths: [y]}]\n", "must be unique"),
-        ("sources: [{name: a, lang: en, paths: [x]}]\npipeline: {minhash: 0.5}\n", "pipeline: unknown key 'minhash'"),
+        (
+            "sources: [{name: a, lang: en, paths: [x]}]\npipeline: {minhash: 0.5}\n",
+            "data.yaml: pipeline.minhash: unknown key",
+        ),
         ("sources: [\n", "not valid YAML"),
         ("sources: [{name: a, lang: en, paths: [x]}]\nworkers: two\n", "workers: expected int, got 'two'"),
         (
@@ -35,6 +41,15 @@ def _write(tmp_path, text: str):
             "curriculum.seq_len: expected int",
         ),
         ("sources: [{name: a, lang: en, paths: [x]}]\npipeline: {minhash_threshold: high}\n", "expected a number"),
+        (
+            "sources: [{name: a, lang: en, paths: [x]}]\npipeline: {quality: {min_wordz: 3}}\n",
+            "data.yaml: pipeline.quality.min_wordz: unknown key",
+        ),
+        (
+            "sources: [{name: a, lang: en, paths: [x]}]\ncurriculum: {stages: [{name: s, tokens: 5, share: 1}]}\n",
+            "data.yaml: curriculum.stages[0].share: unknown key",
+        ),
+        ("sources: [{name: a, parallel: [{tsv: [x]}]}]\n", "data.yaml: sources[0].parallel[0].tsv: expected str"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, message):

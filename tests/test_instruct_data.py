@@ -355,10 +355,10 @@ def test_config_errors_name_the_key(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", alpaca_records(1))
     source = {"name": "a", "format": "alpaca", "paths": [str(path)]}
     cases = [
-        ([source], {"dedupe": True}, "unknown key 'dedupe'"),
-        ([{**source, "cap": 3}], {}, "unknown key 'cap'"),
+        ([source], {"dedupe": True}, "mixture.yaml: dedupe: unknown key"),
+        ([{**source, "cap": 3}], {}, "sources[0].cap: unknown key"),
         ([{**source, "format": "vicuna"}], {}, "format 'vicuna' is unknown"),
-        ([{"name": "a", "paths": [str(path)]}], {}, "missing key 'format'"),
+        ([{"name": "a", "paths": [str(path)]}], {}, "sources[0].format: missing key"),
         ([{**source, "max_records": 0}], {}, "max_records must be a positive integer"),
         ([{**source, "lang": "english"}], {}, "not an ISO 639-1 code"),
         ([source], {"length": {"max_tokens": 10}}, "needs length.tokenizer"),

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from polylm.durable import cut_torn_tail
 from polylm.errors import PolyLMError
 from polylm.selfinstruct.filters import REASONS, TaskFilter
 from polylm.selfinstruct.locales import LOCALES, locale
@@ -14,7 +15,6 @@ from polylm.selfinstruct.parser import parse_answer
 from polylm.selfinstruct.prompts import generation_prompt, translation_prompt
 from polylm.selfinstruct.seeds import read_seed_file, user_seeds
 from polylm.selfinstruct.similarity import RougeIndex, lcs_length, rouge_l, tokenize
-from polylm.durable import cut_torn_tail
 from polylm.selfinstruct.state import Store
 from polylm.selfinstruct.task import Task, make_task
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import yaml
@@ -54,48 +55,64 @@ def _first_line(exc: Exception) -> str:
     return next(iter(str(exc).splitlines()), "")
 
 
-def check_mapping(cls: type, values: object, where: str, require: bool = True) -> dict:
+def check_mapping(cls: type, values: object, where: str, key: str = "", require: bool = True) -> dict:
     """`values` as a mapping of dataclass `cls`'s fields: no unknown keys and, with `require`, no missing ones."""
     if not isinstance(values, dict):
-        raise PolyLMError(f"{where}: expected a mapping")
+        raise PolyLMError(f"{_at(where, key)}: expected a mapping, got {_short(values)}")
     fields = dataclasses.fields(cls)
     known = [f.name for f in fields]
-    unknown = [key for key in values if key not in known]
+    unknown = [name for name in values if name not in known]
     if unknown:
-        raise PolyLMError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(known)})")
+        name = unknown[0] if isinstance(unknown[0], str) and unknown[0].isprintable() else repr(unknown[0])
+        raise PolyLMError(f"{_at(where, _join(key, name[:80]))}: unknown key (known: {', '.join(known)})")
     missing = [f.name for f in fields if require and f.name not in values and _default(f) is dataclasses.MISSING]
     if missing:
-        raise PolyLMError(f"{where}: missing key {missing[0]!r}")
+        raise PolyLMError(f"{_at(where, _join(key, missing[0]))}: missing key")
     return dict(values)
 
 
 def build(cls: type, values: object, where: str, key: str = ""):
-    """A new `cls` from a YAML mapping (None: all defaults); nested dataclass sections are built the same way.
-
-    `where` names the file, `key` the dotted path of this section in it; errors name both.
-    """
-    values = check_mapping(cls, {} if values is None else values, _at(where, key))
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in values:
-            default = _default(f)
-            if dataclasses.is_dataclass(default):
-                kwargs[f.name] = build(type(default), values[f.name], where, _join(key, f.name))
-            else:
-                kwargs[f.name] = typed(values[f.name], str(f.type), _at(where, _join(key, f.name)))
+    """A new `cls` from a YAML mapping (None: all defaults). Sections, optional sections and lists of sections
+    (fields annotated with a dataclass of the same module) are built the same way, so every key at every depth is
+    checked. `where` names the file, `key` the dotted path of this section in it; errors name both."""
+    values = check_mapping(cls, {} if values is None else values, where, key)
+    kwargs = {f.name: _value(cls, f, values[f.name], where, _join(key, f.name)) for f in dataclasses.fields(cls)
+              if f.name in values}  # fmt: skip
     return cls(**kwargs)
 
 
 def merge(target: object, values: object, where: str, key: str = "") -> None:
     """Write a YAML mapping into dataclass `target` in place, recursing into sections; unset keys keep their value."""
-    values = check_mapping(type(target), values, _at(where, key), require=False)
-    types = {f.name: str(f.type) for f in dataclasses.fields(target)}
+    values = check_mapping(type(target), values, where, key, require=False)
+    fields = {f.name: f for f in dataclasses.fields(target)}
     for name, value in values.items():
         current = getattr(target, name)
-        if dataclasses.is_dataclass(current):
+        if dataclasses.is_dataclass(current) and value is not None:
             merge(current, value, where, _join(key, name))
         else:
-            setattr(target, name, typed(value, types[name], _at(where, _join(key, name))))
+            setattr(target, name, _value(type(target), fields[name], value, where, _join(key, name)))
+
+
+def _value(cls: type, f: dataclasses.Field, value: object, where: str, key: str) -> object:
+    """One field's value: a section built from its mapping, a list of sections, or a typed plain value."""
+    annotation = str(f.type)
+    kinds = [part.strip() for part in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return None
+    if annotation.startswith("list[") and (item := _section(cls, annotation[len("list[") : -1])) is not None:
+        if not isinstance(value, list):
+            raise PolyLMError(f"{_at(where, key)}: expected a list, got {_short(value)}")
+        return [build(item, element, where, f"{key}[{number}]") for number, element in enumerate(value)]
+    sections = [section for kind in kinds if (section := _section(cls, kind)) is not None]
+    if sections:
+        return build(sections[0], value, where, key)
+    return typed(value, annotation, _at(where, key))
+
+
+def _section(cls: type, name: str) -> type | None:
+    """The dataclass called `name` in the module that defines `cls` (annotations are strings there), if any."""
+    found = vars(sys.modules[cls.__module__]).get(name)
+    return found if isinstance(found, type) and dataclasses.is_dataclass(found) else None
 
 
 def typed(value: object, annotation: str, where: str) -> object:
@@ -120,10 +137,15 @@ def typed(value: object, annotation: str, where: str) -> object:
         if name in kinds and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
             raise PolyLMError(f"{where}: expected {'a mapping' if kind is dict else name}, got {_short(value)}")
     if annotation.startswith("tuple[float"):
-        size = annotation.count(",") + 1
-        if not isinstance(value, (list, tuple)) or len(value) != size:
-            raise PolyLMError(f"{where}: expected a list of {size} numbers, got {_short(value)}")
-        return tuple(typed(item, "float", where) for item in value)
+        size = None if "..." in annotation else annotation.count(",") + 1
+        if not isinstance(value, (list, tuple)) or (size is not None and len(value) != size):
+            what = f"a list of {size} numbers" if size is not None else "a list of numbers"
+            raise PolyLMError(f"{where}: expected {what}, got {_short(value)}")
+        return tuple(typed(item, "float", f"{where}[{number}]") for number, item in enumerate(value))
+    if annotation.startswith("dict[str, float]"):
+        if not isinstance(value, dict):
+            raise PolyLMError(f"{where}: expected a mapping, got {_short(value)}")
+        return {str(name): typed(number, "float", f"{where}.{name}") for name, number in value.items()}
     if annotation.startswith("list["):
         if not isinstance(value, list):
             raise PolyLMError(f"{where}: expected a list, got {_short(value)}")

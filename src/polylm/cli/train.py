@@ -18,7 +18,7 @@ def _config(args: argparse.Namespace, kind: type[TrainConfig]) -> TrainConfig:
     for flag in ("max_steps", "checkpoint_every"):
         if getattr(args, flag) is not None:
             setattr(config.run, flag, getattr(args, flag))
-    config.validate()
+    config.validate(args.config or "config")
     return config
 
 

@@ -44,8 +44,24 @@ from polylm.errors import PolyLMError
 from polylm.runlock import hold_run_dir
 from polylm.tokenizer import Tokenizer, TokenizerTrainingConfig, train_tokenizer
 
-PARALLEL_FILE_KEYS = ("tsv", "jsonl", "src_file", "tgt_file")
-PARALLEL_KEYS = {*PARALLEL_FILE_KEYS, "src_lang", "tgt_lang"}
+
+@dataclass
+class ParallelEntry:
+    """One bilingual input: aligned files (`src_file` + `tgt_file`), a `tsv` of pairs, or a `jsonl` of
+    {src, tgt, src_lang, tgt_lang} records."""
+
+    src_file: str | None = None
+    tgt_file: str | None = None
+    tsv: str | None = None
+    jsonl: str | None = None
+    src_lang: str | None = None
+    tgt_lang: str | None = None
+
+    def files(self) -> dict[str, Path]:
+        return {key: Path(value) for key in ("src_file", "tgt_file", "tsv", "jsonl") if (value := getattr(self, key))}
+
+    def languages(self) -> dict[str, str]:
+        return {key: value for key in ("src_lang", "tgt_lang") if (value := getattr(self, key))}
 
 
 @dataclass
@@ -57,7 +73,7 @@ class SourceConfig:
     text_field: str = "text"
     text_mode: str = "line"
     """`line`: a document per line; `paragraph`: blank-line separated documents (plain text only)."""
-    parallel: list[dict] = field(default_factory=list)
+    parallel: list[ParallelEntry] = field(default_factory=list)
     """Bilingual sources: entries of {src_file, tgt_file, src_lang, tgt_lang} | {tsv, src_lang, tgt_lang} | {jsonl}."""
 
     @property
@@ -67,8 +83,8 @@ class SourceConfig:
 
 @dataclass
 class PipelineConfig:
-    quality: dict | None = field(default_factory=dict)
-    """QualityConfig overrides; null disables the quality rules."""
+    quality: QualityConfig | None = field(default_factory=QualityConfig)
+    """The quality rules' thresholds (data/filters.py); null disables them."""
     language_id: bool = True
     exact_dedup: bool = True
     minhash_threshold: float | None = 0.8
@@ -91,12 +107,12 @@ class CurriculumSection:
     switch_fraction: float = 0.8
     seq_len: int = 2048
     seed: int = 1234
-    stages: list[dict] = field(default_factory=list)
-    """Custom stages (Stage fields) instead of a preset."""
+    stages: list[Stage] = field(default_factory=list)
+    """Custom stages (name, tokens, non_english_share | weights, bilingual_boost) instead of a preset."""
 
     def build(self) -> CurriculumConfig:
         if self.stages:
-            return CurriculumConfig([Stage(**stage) for stage in self.stages], self.seq_len, self.seed)
+            return CurriculumConfig(list(self.stages), self.seq_len, self.seed)
         if self.preset != "polylm":
             raise PolyLMError(f"data config: curriculum.preset {self.preset!r} is unknown (polylm) and no stages given")
         return polylm_curriculum(self.total_tokens, self.switch_fraction, self.seq_len, self.seed)
@@ -124,32 +140,39 @@ class DataConfig:
 def load_config(path: Path) -> DataConfig:
     """Read the YAML data config; relative file paths are relative to the config file."""
     raw = read_yaml(path)
-    if not isinstance(raw, dict) or not raw.get("sources"):
-        raise PolyLMError(f"{path}: needs a 'sources' list")
+    if not isinstance(raw, dict) or not raw.get("sources") or not isinstance(raw["sources"], list):
+        raise PolyLMError(f"{path}: sources: needs a list of sources")
     base = path.parent
     sources = []
     for number, entry in enumerate(raw.pop("sources")):
-        source = build(SourceConfig, entry, f"{path}: sources[{number}]")
-        source.paths = [str((base / p).resolve()) for p in source.paths]
-        for pair in source.parallel:
-            unknown = sorted(set(pair) - PARALLEL_KEYS)
-            if unknown:
-                raise PolyLMError(f"{path}: source {source.name!r}: unknown parallel key {unknown[0]!r}")
-            for key in PARALLEL_FILE_KEYS:
-                if key in pair:
-                    pair[key] = str((base / pair[key]).resolve())
+        where = f"sources[{number}]"
+        source = build(SourceConfig, entry, str(path), where)
+        source.paths = [_resolved(base, p, path, f"{where}.paths[{i}]") for i, p in enumerate(source.paths)]
+        for index, pair in enumerate(source.parallel):
+            for key, value in pair.files().items():
+                setattr(pair, key, _resolved(base, str(value), path, f"{where}.parallel[{index}].{key}"))
+            if not (pair.tsv or pair.jsonl or (pair.src_file and pair.tgt_file)):
+                raise PolyLMError(f"{path}: {where}.parallel[{index}]: needs src_file + tgt_file, tsv or jsonl")
         if bool(source.lang) == bool(source.parallel) or (source.lang and not source.paths):
-            raise PolyLMError(f"{path}: source {source.name!r} needs either lang + paths or parallel")
+            raise PolyLMError(f"{path}: {where}: source {source.name!r} needs either lang + paths or parallel")
         sources.append(source)
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise PolyLMError(f"{path}: source names must be unique, got {names}")
-    config = build(DataConfig, {**raw, "sources": sources}, str(path))
+    config = build(DataConfig, {**raw, "sources": []}, str(path))
+    config.sources = sources
     if not 0 <= config.validation_fraction < 1:
         raise PolyLMError(f"{path}: validation_fraction must be in [0, 1), got {config.validation_fraction}")
     if config.tokenizer.path:
-        config.tokenizer.path = str((base / config.tokenizer.path).resolve())
+        config.tokenizer.path = _resolved(base, config.tokenizer.path, path, "tokenizer.path")
     return config
+
+
+def _resolved(base: Path, value: str, path: Path, key: str) -> str:
+    """A file named in the config, relative to the config file's folder."""
+    if "\x00" in value:
+        raise PolyLMError(f"{path}: {key}: a path cannot hold a NUL character")
+    return str((base / value).resolve())
 
 
 def source_inputs(source: SourceConfig) -> list:
@@ -164,9 +187,8 @@ def input_documents(source: SourceConfig, number: int, config: DataConfig, ledge
     """
     entry = source_inputs(source)[number]
     if source.bilingual:
-        files = {key: Path(value) for key, value in entry.items() if key in PARALLEL_FILE_KEYS}
-        languages = {key: value for key, value in entry.items() if key not in PARALLEL_FILE_KEYS}
-        return bilingual_documents(read_pairs(source.name, ledger, **files, **languages), config.bilingual)
+        pairs = read_pairs(source.name, ledger, **entry.files(), **entry.languages())
+        return bilingual_documents(pairs, config.bilingual)
     return read_documents(Path(entry), source.lang, source.name, ledger, source.text_field, source.text_mode)
 
 
@@ -181,7 +203,7 @@ def document_steps(config: DataConfig, bilingual: bool) -> list:
     if bilingual:
         return steps
     if config.pipeline.quality is not None:
-        steps.append(QualityFilter(QualityConfig(**config.pipeline.quality)))
+        steps.append(QualityFilter(config.pipeline.quality))
     if config.pipeline.language_id:
         steps.append(LanguageFilter())
     return steps

@@ -80,20 +80,22 @@ def _lang(value: object, where: str) -> str | None:
     return value
 
 
-def _source(raw: object, base: Path, where: str) -> SourceConfig:
-    values = check_mapping(SourceConfig, raw, where)
-    if values["format"] not in FORMATS:
+def _source(raw: object, base: Path, file: str, key: str) -> SourceConfig:
+    values = check_mapping(SourceConfig, raw, file, key)
+    where = f"{file}: {key}"
+    if not isinstance(values["format"], str) or values["format"] not in FORMATS:
         raise PolyLMError(f"{where}: format {values['format']!r} is unknown; choose one of {', '.join(FORMATS)}")
     if not isinstance(values["paths"], list) or not values["paths"]:
         raise PolyLMError(f"{where}: paths must be a non-empty list")
     paths = []
     for number, item in enumerate(values["paths"]):
-        item = {"path": item} if isinstance(item, str) else check_mapping(PathConfig, item, f"{where}.paths[{number}]")
-        if not isinstance(item["path"], str):
-            raise PolyLMError(f"{where}.paths[{number}]: path must be a string")
+        here = f"{key}.paths[{number}]"
+        item = {"path": item} if isinstance(item, str) else check_mapping(PathConfig, item, file, here)
+        if not isinstance(item["path"], str) or "\x00" in item["path"]:
+            raise PolyLMError(f"{where}.paths[{number}]: path must be a string (without NUL characters)")
         lang = _lang(item.get("lang"), f"{where}.paths[{number}]")
         paths.append(PathConfig(str((base / item["path"]).resolve()), lang))
-    cap = typed(values.get("max_records"), "int | None", f"{where}: max_records")
+    cap = typed(values.get("max_records"), "int | None", f"{where}.max_records")
     if cap is not None and cap < 1:
         raise PolyLMError(f"{where}: max_records must be a positive integer or null, got {cap!r}")
     return SourceConfig(str(values["name"]), values["format"], paths, _lang(values.get("lang"), where), cap)
@@ -108,11 +110,12 @@ def load_config(path: Path) -> MixtureConfig:
     if not isinstance(values["sources"], list) or not values["sources"]:
         raise PolyLMError(f"{where}: sources must be a non-empty list")
     base = path.parent
-    sources = [_source(item, base, f"{where}: sources[{n}]") for n, item in enumerate(values.pop("sources"))]
+    sources = [_source(item, base, where, f"sources[{n}]") for n, item in enumerate(values.pop("sources"))]
     names = [source.name for source in sources]
     if len(set(names)) != len(names):
         raise PolyLMError(f"{where}: source names must be unique, got {names}")
-    config = build(MixtureConfig, {**values, "sources": sources}, where)
+    config = build(MixtureConfig, {**values, "sources": []}, where)
+    config.sources = sources
     _check(config, base, where)
     return config
 

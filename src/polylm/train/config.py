@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from polylm.configfile import merge, read_yaml
+from polylm.configfile import merge, read_yaml, typed
 from polylm.errors import PolyLMError
 
 ENGINES = ("auto", "single", "ddp", "fsdp")
@@ -130,8 +130,9 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def validate(self) -> None:
-        """Every rule a value must meet, checked before any work starts; PolyLMError naming the dotted key."""
+    def validate(self, where: str = "train config") -> None:
+        """Every rule a value must meet, checked before any work starts; PolyLMError naming `where` (the file)
+        and the dotted key."""
         checks = [
             ("data", bool(self.data), "must name a directory written by `polylm data prepare`"),
             ("optim.lr", self.optim.lr > 0, "must be > 0"),
@@ -148,7 +149,7 @@ class TrainConfig:
         ]
         for key, ok, rule in checks:
             if not ok:
-                raise PolyLMError(f"train config: {key} {rule}")
+                raise PolyLMError(f"{where}: {key}: {rule}")
 
     @property
     def adapters(self) -> LoraSection | None:
@@ -165,10 +166,10 @@ class FinetuneConfig(TrainConfig):
     lora: LoraSection = field(default_factory=LoraSection)
     sft: SftSection = field(default_factory=SftSection)
 
-    def validate(self) -> None:
+    def validate(self, where: str = "finetune config") -> None:
         if not self.model.path:
-            raise PolyLMError("finetune config: model.path must name the model directory to start from")
-        super().validate()
+            raise PolyLMError(f"{where}: model.path: must name the model directory to start from")
+        super().validate(where)
         checks = [
             ("lora.r", self.lora.r > 0, "must be > 0"),
             ("sft.template", self.sft.template in TEMPLATES, f"must be one of {', '.join(TEMPLATES)}"),
@@ -177,7 +178,7 @@ class FinetuneConfig(TrainConfig):
         ]
         for key, ok, rule in checks:
             if not ok:
-                raise PolyLMError(f"finetune config: {key} {rule}")
+                raise PolyLMError(f"{where}: {key}: {rule}")
 
     @property
     def adapters(self) -> LoraSection | None:
@@ -204,7 +205,13 @@ def _dotted(overrides: list[str]) -> dict:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise PolyLMError(f"override {item!r}: {part} is set to a value and used as a section")
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:
+            first = next(iter(str(exc).splitlines()), type(exc).__name__)
+            raise PolyLMError(f"override {item!r}: the value is not valid YAML ({first})") from None
     return nested
 
 
@@ -229,5 +236,19 @@ def load_train_config(path: Path | None, overrides: list[str] = (), kind: type[T
     if path is not None and config.model.path and not Path(config.model.path).is_absolute():
         config.model.path = str((path.parent / config.model.path).resolve())
     merge(config, _dotted(list(overrides)), "override")
-    config.validate()
+    config.model.overrides = _model_overrides(config.model.overrides, where)
+    config.validate(where)
     return config
+
+
+def _model_overrides(overrides: dict, where: str) -> dict:
+    """`model.overrides` checked against ModelConfig's fields and types (vocab_size may pad the tokenizer's)."""
+    from polylm.config import ModelConfig
+
+    fields = {f.name: str(f.type) for f in dataclasses.fields(ModelConfig) if f.name not in ("name", "dtype")}
+    checked = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise PolyLMError(f"{where}: model.overrides.{key}: unknown key (known: {', '.join(fields)})")
+        checked[key] = typed(value, fields[key], f"{where}: model.overrides.{key}")
+    return checked
