@@ -357,12 +357,12 @@ def test_config_errors_name_the_key(tmp_path):
     cases = [
         ([source], {"dedupe": True}, "mixture.yaml: dedupe: unknown key"),
         ([{**source, "cap": 3}], {}, "sources[0].cap: unknown key"),
-        ([{**source, "format": "vicuna"}], {}, "format 'vicuna' is unknown"),
+        ([{**source, "format": "vicuna"}], {}, "sources[0].format: 'vicuna' is unknown"),
         ([{"name": "a", "paths": [str(path)]}], {}, "sources[0].format: missing key"),
-        ([{**source, "max_records": 0}], {}, "max_records must be a positive integer"),
+        ([{**source, "max_records": 0}], {}, "sources[0].max_records: must be a positive integer"),
         ([{**source, "lang": "english"}], {}, "not an ISO 639-1 code"),
         ([source], {"length": {"max_tokens": 10}}, "needs length.tokenizer"),
-        ([source], {"validation_fraction": 1.5}, "validation_fraction must be in [0, 1)"),
+        ([source], {"validation_fraction": 1.5}, "validation_fraction: must be in [0, 1)"),
         ([source], {"dedup": "yes"}, "dedup: expected bool, got 'yes'"),
         ([source], {"length": {"max_tokens": "many"}}, "length.max_tokens: expected int"),
     ]

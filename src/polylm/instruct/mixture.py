@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polylm.configfile import build, check_mapping, read_yaml, typed
+from polylm.configfile import build, check_mapping, read_yaml
 from polylm.data.documents import POLYLM_LANGUAGES
 from polylm.errors import PolyLMError
 from polylm.instruct.formats import FORMATS
@@ -73,32 +73,49 @@ class MixtureConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def validate(self, where: str = "mixture config") -> None:
+        """What the field types do not say (`build` has checked those), naming `where` and the dotted key."""
+        if not 0 <= self.validation_fraction < 1:
+            raise PolyLMError(f"{where}: validation_fraction: must be in [0, 1), got {self.validation_fraction!r}")
+        if not self.lid_languages:
+            raise PolyLMError(f"{where}: lid_languages: must be a non-empty list of ISO 639-1 codes")
+        for number, lang in enumerate(self.lid_languages):
+            _lang(lang, f"{where}: lid_languages[{number}]")
+        length = self.length
+        if length.template is not None and length.template not in TEMPLATES:
+            raise PolyLMError(f"{where}: length.template: {length.template!r} is unknown ({', '.join(TEMPLATES)})")
+        if length.max_tokens is not None:
+            if length.max_tokens < 1:
+                raise PolyLMError(f"{where}: length.max_tokens: must be a positive integer, got {length.max_tokens!r}")
+            if not length.tokenizer:
+                raise PolyLMError(f"{where}: length.max_tokens: needs length.tokenizer (a tokenizer directory)")
+
 
 def _lang(value: object, where: str) -> str | None:
     if value is not None and not (isinstance(value, str) and _LANG.fullmatch(value)):
-        raise PolyLMError(f"{where}: lang {value!r} is not an ISO 639-1 code (two lowercase letters)")
+        raise PolyLMError(f"{where}: {value!r} is not an ISO 639-1 code (two lowercase letters)")
     return value
 
 
 def _source(raw: object, base: Path, file: str, key: str) -> SourceConfig:
-    values = check_mapping(SourceConfig, raw, file, key)
+    """One source, typed by `build` (a bare string in `paths` stands for {path: ...}), then its own rules."""
+    if isinstance(raw, dict) and isinstance(raw.get("paths"), list):
+        raw = {**raw, "paths": [{"path": item} if isinstance(item, str) else item for item in raw["paths"]]}
+    source = build(SourceConfig, raw, file, key)
     where = f"{file}: {key}"
-    if not isinstance(values["format"], str) or values["format"] not in FORMATS:
-        raise PolyLMError(f"{where}: format {values['format']!r} is unknown; choose one of {', '.join(FORMATS)}")
-    if not isinstance(values["paths"], list) or not values["paths"]:
-        raise PolyLMError(f"{where}: paths must be a non-empty list")
-    paths = []
-    for number, item in enumerate(values["paths"]):
-        here = f"{key}.paths[{number}]"
-        item = {"path": item} if isinstance(item, str) else check_mapping(PathConfig, item, file, here)
-        if not isinstance(item["path"], str) or "\x00" in item["path"]:
-            raise PolyLMError(f"{where}.paths[{number}]: path must be a string (without NUL characters)")
-        lang = _lang(item.get("lang"), f"{where}.paths[{number}]")
-        paths.append(PathConfig(str((base / item["path"]).resolve()), lang))
-    cap = typed(values.get("max_records"), "int | None", f"{where}.max_records")
-    if cap is not None and cap < 1:
-        raise PolyLMError(f"{where}: max_records must be a positive integer or null, got {cap!r}")
-    return SourceConfig(str(values["name"]), values["format"], paths, _lang(values.get("lang"), where), cap)
+    if source.format not in FORMATS:
+        raise PolyLMError(f"{where}.format: {source.format!r} is unknown; choose one of {', '.join(FORMATS)}")
+    if not source.paths:
+        raise PolyLMError(f"{where}.paths: must be a non-empty list")
+    for number, item in enumerate(source.paths):
+        if "\x00" in item.path:
+            raise PolyLMError(f"{where}.paths[{number}].path: a path cannot hold a NUL character")
+        _lang(item.lang, f"{where}.paths[{number}].lang")
+        item.path = str((base / item.path).resolve())
+    _lang(source.lang, f"{where}.lang")
+    if source.max_records is not None and source.max_records < 1:
+        raise PolyLMError(f"{where}.max_records: must be a positive integer or null, got {source.max_records!r}")
+    return source
 
 
 def load_config(path: Path) -> MixtureConfig:
@@ -108,33 +125,15 @@ def load_config(path: Path) -> MixtureConfig:
     where = str(path)
     values = check_mapping(MixtureConfig, raw if raw is not None else {}, where)
     if not isinstance(values["sources"], list) or not values["sources"]:
-        raise PolyLMError(f"{where}: sources must be a non-empty list")
+        raise PolyLMError(f"{where}: sources: must be a non-empty list")
     base = path.parent
     sources = [_source(item, base, where, f"sources[{n}]") for n, item in enumerate(values.pop("sources"))]
     names = [source.name for source in sources]
     if len(set(names)) != len(names):
-        raise PolyLMError(f"{where}: source names must be unique, got {names}")
+        raise PolyLMError(f"{where}: sources: names must be unique, got {names}")
     config = build(MixtureConfig, {**values, "sources": []}, where)
     config.sources = sources
-    _check(config, base, where)
+    config.validate(where)
+    if config.length.tokenizer:
+        config.length.tokenizer = str((base / config.length.tokenizer).resolve())
     return config
-
-
-def _check(config: MixtureConfig, base: Path, where: str) -> None:
-    """What the field types do not say (`build` has checked those)."""
-    if not 0 <= config.validation_fraction < 1:
-        raise PolyLMError(f"{where}: validation_fraction must be in [0, 1), got {config.validation_fraction!r}")
-    if not isinstance(config.lid_languages, list) or not config.lid_languages:
-        raise PolyLMError(f"{where}: lid_languages must be a non-empty list of ISO 639-1 codes")
-    for lang in config.lid_languages:
-        _lang(lang, f"{where}: lid_languages")
-    length = config.length
-    if length.template is not None and length.template not in TEMPLATES:
-        raise PolyLMError(f"{where}: length.template {length.template!r} is unknown ({', '.join(TEMPLATES)})")
-    if length.max_tokens is not None:
-        if length.max_tokens < 1:
-            raise PolyLMError(f"{where}: length.max_tokens must be a positive integer, got {length.max_tokens!r}")
-        if not length.tokenizer:
-            raise PolyLMError(f"{where}: length.max_tokens needs length.tokenizer (a tokenizer directory)")
-    if length.tokenizer:
-        length.tokenizer = str((base / length.tokenizer).resolve())
