@@ -7,31 +7,15 @@ import json
 import sys
 from pathlib import Path
 
+from polylm.cli import options
 from polylm.errors import PolyLMError
 from polylm.templates import TEMPLATES
 
 
 def _generation_config(args: argparse.Namespace):
-    from polylm.generate import GenerationConfig
+    from polylm.generate.config import GenerationConfig
 
-    early_stopping = {"true": True, "false": False}.get(args.early_stopping, args.early_stopping)
-    eos = args.eos_token_id[0] if args.eos_token_id and len(args.eos_token_id) == 1 else args.eos_token_id
-    return GenerationConfig(
-        max_new_tokens=args.max_new_tokens,
-        do_sample=args.do_sample,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        early_stopping=early_stopping,
-        num_return_sequences=args.num_return_sequences,
-        eos_token_id=eos if args.eos_token_id else None if args.no_eos else 2,
-        stop=args.stop or [],
-        seed=args.seed,
-    )
+    return GenerationConfig(**options.values(args, GenerationConfig, args.decoding_defaults))
 
 
 def _text_generator(args: argparse.Namespace):
@@ -138,34 +122,16 @@ def _add_model_options(parser: argparse.ArgumentParser, template: str, templates
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: the checkpoint's")
 
 
-def _add_generation_options(parser: argparse.ArgumentParser, sample: bool = False, **defaults: float) -> None:
-    """Decoding flags, transformers' names and meanings; `defaults` override the library's defaults."""
-    group = parser.add_argument_group("decoding")
-    group.add_argument("--max-new-tokens", type=int, default=int(defaults.get("max_new_tokens", 128)))
-    group.add_argument("--num-beams", type=int, default=1, help="beam search when > 1 (PolyLM's MT setting: 4)")
-    group.add_argument("--length-penalty", type=float, default=1.0, help="beam score = logprob / length**this")
-    group.add_argument(
-        "--early-stopping",
-        default="false",
-        choices=["true", "false", "never"],
-        help="beam search stopping rule, as transformers",
-    )
-    group.add_argument("--no-repeat-ngram-size", type=int, default=0)
-    group.add_argument("--num-return-sequences", type=int, default=1)
-    group.add_argument(
-        "--do-sample",
-        action=argparse.BooleanOptionalAction,
-        default=sample,
-        help=f"sample instead of greedy/beam (default {'on' if sample else 'off'})",
-    )
-    group.add_argument("--temperature", type=float, default=defaults.get("temperature", 1.0))
-    group.add_argument("--top-k", type=int, default=int(defaults.get("top_k", 50)), help="0 keeps every token")
-    group.add_argument("--top-p", type=float, default=defaults.get("top_p", 1.0))
-    group.add_argument("--repetition-penalty", type=float, default=defaults.get("repetition_penalty", 1.0))
-    group.add_argument("--seed", type=int, help="seed for sampling (reproducible output)")
-    group.add_argument("--eos-token-id", type=int, nargs="+", metavar="ID", help="stop token id(s); default 2 (</s>)")
-    group.add_argument("--no-eos", action="store_true", help="never stop on a token (only on length or --stop)")
-    group.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable); not in the output")
+def _add_generation_options(parser: argparse.ArgumentParser, **defaults: object) -> None:
+    """Every GenerationConfig field as a flag (transformers' names and meanings); `defaults` are this command's."""
+    from polylm.generate.config import GenerationConfig
+
+    group = parser.add_argument_group("decoding (GenerationConfig; docs/generation.md)")
+    options.add_fields(group, GenerationConfig, defaults)
+    never = "never stop on a token (only on length or --stop); the same as --eos-token-id alone"
+    group.add_argument("--no-eos", dest="eos_token_id", action="store_const", const=[], default=argparse.SUPPRESS,
+                       help=never)  # fmt: skip
+    parser.set_defaults(decoding_defaults=defaults)
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -197,5 +163,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     _add_model_options(chat, "multialpaca", ["multialpaca", "chat"])
     chat.add_argument("--multi-round", action="store_true", help="keep earlier turns in the prompt")
-    _add_generation_options(chat, sample=True, max_new_tokens=512, temperature=0.7, top_p=0.8, repetition_penalty=1.02)
+    _add_generation_options(
+        chat, do_sample=True, max_new_tokens=512, temperature=0.7, top_p=0.8, repetition_penalty=1.02
+    )
     chat.set_defaults(run=_chat)

@@ -1,12 +1,25 @@
 """Decoding: greedy, sampling and beam search over the KV cache, token for token like transformers.
 
 `generate` works on token ids; `TextGenerator` adds the tokenizer, prompt templates, stop strings
-and streaming.
+and streaming. The names load on first use, so that `polylm.generate.config` (what the CLI builds its flags
+from) imports without torch.
 """
 
-from polylm.generate.batch import Generation
-from polylm.generate.config import GenerationConfig
-from polylm.generate.decode import generate
-from polylm.generate.text import TextGeneration, TextGenerator
+from __future__ import annotations
 
-__all__ = ["Generation", "GenerationConfig", "TextGeneration", "TextGenerator", "generate"]
+import importlib
+
+_HOMES = {
+    "Generation": "polylm.generate.batch",
+    "GenerationConfig": "polylm.generate.config",
+    "generate": "polylm.generate.decode",
+    "TextGeneration": "polylm.generate.text",
+    "TextGenerator": "polylm.generate.text",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'polylm.generate' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

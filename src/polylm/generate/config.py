@@ -19,7 +19,9 @@ class GenerationConfig:
     max_length: int | None = None
     """Prompt (padded) plus generated tokens at most, transformers' older limit."""
     do_sample: bool = False
+    """Sample the next token instead of taking the most likely one (greedy) or the best beams."""
     temperature: float = 1.0
+    """Sampling divides the logits by this: below 1 sharper, above 1 flatter."""
     top_k: int = 50
     """Sampling keeps the k most likely tokens (0 = all)."""
     top_p: float = 1.0
@@ -27,14 +29,17 @@ class GenerationConfig:
     repetition_penalty: float = 1.0
     """> 1 discourages tokens already in the prompt or output (CTRL's rule, as transformers applies it)."""
     no_repeat_ngram_size: int = 0
+    """Never repeat an n-gram of this size (0 = off)."""
     num_beams: int = 1
+    """Beam search over this many hypotheses when > 1 (PolyLM's translation setting: 4)."""
     length_penalty: float = 1.0
     """Beam scores are sum(logprob) / generated_length**length_penalty."""
     early_stopping: bool | str = False
     """Beam search: True stops when num_beams hypotheses are done; False/"never" as transformers."""
     num_return_sequences: int = 1
+    """Sequences returned per prompt (sampled ones, or the best beams)."""
     eos_token_id: int | list[int] | None = 2
-    """`</s>`; a list stops on any of them."""
+    """Stop on this token (`</s>`), or on any of a list; none: stop only on length or a stop string."""
     pad_token_id: int | None = None
     """Fills finished rows and left padding; defaults to the first eos id, as transformers does."""
     stop: list[str] = field(default_factory=list)

@@ -170,6 +170,7 @@ class _Sampling(BaseModel):
     # extras
     top_k: int | None = Field(None, ge=-1, description="keep the k most likely tokens; 0 or -1: off")
     repetition_penalty: float | None = Field(None, ge=0.01, le=100.0, description="CTRL's penalty, default 1")
+    no_repeat_ngram_size: int = Field(0, ge=0, le=1024, description="never repeat an n-gram of this size; 0: off")
     use_beam_search: bool = False
     num_beams: int | None = Field(None, ge=1, le=MAX_N, description="beam width; at most --max-batch")
     best_of: int | None = Field(None, ge=1, le=MAX_N, description="the beam width with use_beam_search, else n")
@@ -222,6 +223,7 @@ class _Sampling(BaseModel):
             top_k=top_k,
             top_p=1.0 if self.top_p is None else self.top_p,
             repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
             num_beams=beams,
             length_penalty=self.length_penalty,
             early_stopping=self.early_stopping,
