@@ -46,6 +46,25 @@ def test_stats_json_interface(prepared, capsys):
     assert {r["reason"] for r in rejects} == set(report["drops"])
 
 
+def test_stats_funnel_adds_up_step_by_step(prepared, capsys):
+    capsys.readouterr()
+    assert main(["data", "stats", str(prepared), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    funnel = report["funnel"]
+    assert [step["step"] for step in funnel] == ["normalize", "quality", "language", "exact_dedup", "near_dedup"]
+    for step in funnel:
+        assert step["in"] == step["kept"] + sum(step["dropped"].values()), step
+    # every drop is some step's, and what enters the first step less every drop is what was kept
+    by_reason: dict[str, int] = {}
+    for step in funnel:
+        for reason, count in step["dropped"].items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
+    assert by_reason == report["drops"]
+    assert funnel[0]["in"] - sum(report["drops"].values()) == sum(report["kept"].values())
+    assert main(["data", "stats", str(prepared)]) == 0
+    assert "quality" in capsys.readouterr().out.split("documents through each step")[1].splitlines()[2]
+
+
 def test_realized_shares_and_exact_switch(prepared):
     sampler = open_sampler(prepared)
     config = load_config(EXAMPLE).curriculum

@@ -53,9 +53,10 @@ def _data_stats(args: argparse.Namespace) -> None:
     print("tokens per source:")
     for source, count in report["tokens_per_source"].items():
         print(f"  {source:<24}{count:>14,}")
-    print("dropped documents by reason:" if report["drops"] else "dropped documents: none")
-    for reason, count in sorted(report["drops"].items()):
-        print(f"  {reason:<24}{count:>10,}")
+    print("documents through each step (in, kept, dropped by reason):")
+    for step in report["funnel"]:
+        dropped = ", ".join(f"{reason} {count:,}" for reason, count in sorted(step["dropped"].items())) or "none"
+        print(f"  {step['step']:<12}{step['in']:>10,} in {step['kept']:>10,} kept   dropped: {dropped}")
     for kind, count in sorted(report["errors"].items()):
         print(f"  input error {kind:<12}{count:>10,}")
     reused = {name: epochs for name, epochs in report["epochs"].items() if epochs > 1}

@@ -56,13 +56,21 @@ class Ledger:
     error_examples: list[str] = field(default_factory=list)
     read: Counter = field(default_factory=Counter)
     """Documents read per source."""
+    entered: Counter = field(default_factory=Counter)
+    """Documents that reached each step (`Filter.step`)."""
+    kept_by: Counter = field(default_factory=Counter)
+    """Documents each step passed on."""
+    dropped_by: dict[str, Counter] = field(default_factory=dict)
+    """Each step's drops by reason."""
     rejects: IO[str] | None = None
     position: int | None = None
     """Set by a distributed task to the reading position of the document in flight: each rejects line is then
     prefixed with it (`POSITION<TAB>JSON`), so that the tasks' rejects can be merged back into reading order."""
 
-    def drop(self, reason: str, doc: Document) -> None:
+    def drop(self, reason: str, doc: Document, step: str | None = None) -> None:
         self.drops[reason] += 1
+        if step is not None:
+            self.dropped_by.setdefault(step, Counter())[reason] += 1
         if self.rejects is not None:
             record = {"reason": reason, "id": doc.id, "source": doc.source, "lang": doc.lang, "text": doc.text}
             prefix = "" if self.position is None else f"{self.position}\t"
@@ -80,6 +88,10 @@ class Ledger:
             "drops": dict(self.drops),
             "errors": dict(self.errors),
             "error_examples": self.error_examples,
+            "steps": {
+                step: {"in": count, "kept": self.kept_by[step], "dropped": dict(self.dropped_by.get(step, {}))}
+                for step, count in self.entered.items()
+            },
         }
 
     def add(self, other: dict) -> None:
@@ -87,6 +99,10 @@ class Ledger:
         self.read.update(other["read"])
         self.drops.update(other["drops"])
         self.errors.update(other["errors"])
+        for step, counts in other.get("steps", {}).items():
+            self.entered[step] += counts["in"]
+            self.kept_by[step] += counts["kept"]
+            self.dropped_by.setdefault(step, Counter()).update(counts["dropped"])
         self.error_examples.extend(other["error_examples"][: 100 - len(self.error_examples)])
 
     def open_rejects(self, path: Path) -> None:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from polylm.data.documents import POLYLM_LANGUAGES, Document, Ledger
 from polylm.errors import PolyLMError
@@ -46,13 +46,37 @@ _ELLIPSIS = re.compile(r"(?:…|\.\.\.)+")
 _BULLETS = frozenset("•‣◦▪▫●○■□►▶▸➢➤")
 
 
-class Step(Protocol):
+STEP_ORDER = ("normalize", "quality", "language", "exact_dedup", "near_dedup")
+"""The order in which a document meets the steps (`polylm data stats` lists the funnel in it)."""
+
+
+class Filter:
+    """A step that judges one document at a time (datatrove's BaseFilter): a subclass writes only `judge`, its
+    rule; the loop and the accounting live here. Each document entering the step is counted under `step` (its
+    line in `polylm data stats`), then either kept (counted) or dropped as `name:REASON`."""
+
     name: str
+    """The prefix of this step's drop reasons (`quality:too_short`)."""
+    step: str = ""
+    """The step's name in the funnel; default: `name`."""
 
-    def __call__(self, docs: Iterable[Document], ledger: Ledger) -> Iterator[Document]: ...
+    def judge(self, doc: Document) -> Document | str:
+        """The document to pass on (changed or not), or the reason it is dropped."""
+        raise NotImplementedError
+
+    def __call__(self, docs: Iterable[Document], ledger: Ledger) -> Iterator[Document]:
+        step = self.step or self.name
+        for doc in docs:
+            ledger.entered[step] += 1
+            verdict = self.judge(doc)
+            if isinstance(verdict, str):
+                ledger.drop(f"{self.name}:{verdict}", doc, step)
+            else:
+                ledger.kept_by[step] += 1
+                yield verdict
 
 
-def run_steps(docs: Iterable[Document], steps: Sequence[Step], ledger: Ledger) -> Iterator[Document]:
+def run_steps(docs: Iterable[Document], steps: Sequence[Filter], ledger: Ledger) -> Iterator[Document]:
     """Chain the steps lazily: one document flows through all of them before the next is read."""
     stream = iter(docs)
     for step in steps:
@@ -79,18 +103,16 @@ def _char_shingled(doc: Document) -> bool:
     return doc.lang == "ko" or chars_per_word(doc) is not None or _script_share(doc.text, _HANGUL) >= SCRIPT_SHARE
 
 
-class NormalizeNFC:
+class NormalizeNFC(Filter):
     """Unicode NFC and outer whitespace stripped, so that later hashing and rules see one spelling of a text."""
 
     name = "normalize"
 
-    def __call__(self, docs: Iterable[Document], ledger: Ledger) -> Iterator[Document]:
-        for doc in docs:
-            text = unicodedata.normalize("NFC", doc.text).strip()
-            if not text:
-                ledger.drop(f"{self.name}:empty", doc)
-                continue
-            yield doc if text == doc.text else replace(doc, text=text)
+    def judge(self, doc: Document) -> Document | str:
+        text = unicodedata.normalize("NFC", doc.text).strip()
+        if not text:
+            return "empty"
+        return doc if text == doc.text else replace(doc, text=text)
 
 
 @dataclass
@@ -166,7 +188,7 @@ def _dup_ngram_share(units: list[str], n: int, total: int) -> float:
     return sum(len(unit) for unit, inside in zip(units, covered, strict=True) if inside) / total
 
 
-class QualityFilter:
+class QualityFilter(Filter):
     """Gopher-style quality and repetition rules; drops as `quality:RULE` with the first rule that fails."""
 
     name = "quality"
@@ -209,13 +231,8 @@ class QualityFilter:
                     return "dup_ngram"
         return None
 
-    def __call__(self, docs: Iterable[Document], ledger: Ledger) -> Iterator[Document]:
-        for doc in docs:
-            rule = self.rule(doc)
-            if rule is None:
-                yield doc
-            else:
-                ledger.drop(f"{self.name}:{rule}", doc)
+    def judge(self, doc: Document) -> Document | str:
+        return self.rule(doc) or doc
 
 
 @cache
@@ -238,7 +255,7 @@ def _identifier(languages: tuple[str, ...]):
     return identifier
 
 
-class LanguageFilter:
+class LanguageFilter(Filter):
     """Drop documents whose detected language is not the declared one (`language:mismatch`).
 
     py3langid restricted to `languages` (about 0.996 accuracy on PolyLM's 18, environment.md §4; its codes are
@@ -260,21 +277,18 @@ class LanguageFilter:
         """(language, probability among the filter's languages)."""
         return _identifier(self.languages).classify(text)
 
-    def __call__(self, docs: Iterable[Document], ledger: Ledger) -> Iterator[Document]:
-        for doc in docs:
-            if doc.lang not in self.languages:
-                yield doc
-                continue
-            lang, confidence = self.detect(doc.text)
-            if lang != doc.lang:
-                ledger.drop(f"{self.name}:mismatch", doc)
-            elif self.min_confidence is not None and confidence < self.min_confidence:
-                ledger.drop(f"{self.name}:low_confidence", doc)
-            else:
-                yield doc
+    def judge(self, doc: Document) -> Document | str:
+        if doc.lang not in self.languages:
+            return doc
+        lang, confidence = self.detect(doc.text)
+        if lang != doc.lang:
+            return "mismatch"
+        if self.min_confidence is not None and confidence < self.min_confidence:
+            return "low_confidence"
+        return doc
 
 
-class ExactDedup:
+class ExactDedup(Filter):
     """Drop a document whose text was seen before (`dedup:exact`), keeping the first.
 
     The key is a 128-bit hash of the NFC text with whitespace runs collapsed: copies that differ only in
@@ -283,6 +297,7 @@ class ExactDedup:
     """
 
     name = "dedup"
+    step = "exact_dedup"
 
     def __init__(self) -> None:
         self.seen: set[bytes] = set()
@@ -292,14 +307,12 @@ class ExactDedup:
         canonical = " ".join(unicodedata.normalize("NFC", text).split())
         return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).digest()
 
-    def __call__(self, docs: Iterable[Document], ledger: Ledger) -> Iterator[Document]:
-        for doc in docs:
-            key = self.key(doc.text)
-            if key in self.seen:
-                ledger.drop(f"{self.name}:exact", doc)
-                continue
-            self.seen.add(key)
-            yield doc
+    def judge(self, doc: Document) -> Document | str:
+        key = self.key(doc.text)
+        if key in self.seen:
+            return "exact"
+        self.seen.add(key)
+        return doc
 
 
 _DIGITS = re.compile(r"\d")
@@ -312,7 +325,7 @@ def _simplify(text: str) -> str:
     return _DIGITS.sub("0", "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in folded))
 
 
-class MinHashDedup:
+class MinHashDedup(Filter):
     """Drop near-duplicates (`dedup:near`) in one pass: a document whose MinHash LSH finds an earlier kept
     document with estimated Jaccard similarity around `threshold` or more is dropped, else it is indexed.
 
@@ -329,6 +342,7 @@ class MinHashDedup:
     """
 
     name = "dedup"
+    step = "near_dedup"
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, shingle: int = 5, seed: int = 1) -> None:
         from datasketch import MinHash, MinHashLSH  # 0.6 s to import: only when dedup runs
@@ -359,12 +373,10 @@ class MinHashDedup:
         minhash.update_batch(sorted(self.shingles(doc)))
         return minhash
 
-    def __call__(self, docs: Iterable[Document], ledger: Ledger) -> Iterator[Document]:
-        for doc in docs:
-            minhash = self.signature(doc)
-            if self.index.query(minhash):
-                ledger.drop(f"{self.name}:near", doc)
-                continue
-            self.index.insert(self.count, minhash)
-            self.count += 1
-            yield doc
+    def judge(self, doc: Document) -> Document | str:
+        minhash = self.signature(doc)
+        if self.index.query(minhash):
+            return "near"
+        self.index.insert(self.count, minhash)
+        self.count += 1
+        return doc

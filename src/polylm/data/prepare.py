@@ -28,6 +28,7 @@ from polylm.data.curriculum import CurriculumConfig, CurriculumSampler, SourceIn
 from polylm.data.documents import Document, Ledger
 from polylm.data.executors import ExecutorSection
 from polylm.data.filters import (
+    STEP_ORDER,
     ExactDedup,
     LanguageFilter,
     MinHashDedup,
@@ -366,6 +367,13 @@ def load_summary(data_dir: Path) -> dict:
     return read_json(data_dir / "data.json", "polylm data prepare")
 
 
+def funnel(ledger: dict) -> list[dict]:
+    """Per step, in the order documents meet them: documents in, kept, dropped by reason (in = kept + dropped)."""
+    steps = ledger.get("steps", {})
+    ordered = sorted(steps, key=lambda step: STEP_ORDER.index(step) if step in STEP_ORDER else len(STEP_ORDER))
+    return [{"step": step, **steps[step]} for step in ordered]
+
+
 def stats(data_dir: Path) -> dict:
     """What `polylm data stats` shows: drops by reason, tokens per language and source, stages as realized."""
     summary = load_summary(data_dir)
@@ -376,6 +384,7 @@ def stats(data_dir: Path) -> dict:
         per_language = np.bincount(inverse, weights=shards.doc_lengths(), minlength=len(languages))
         tokens.update({str(lang): int(n) for lang, n in zip(languages, per_language, strict=True)})
     return {
+        "funnel": funnel(summary["ledger"]),
         "drops": summary["ledger"]["drops"],
         "errors": summary["ledger"]["errors"],
         "read": summary["ledger"]["read"],

@@ -297,10 +297,18 @@ class Filter(Stage):
                 written_whole(plan.clean_file(item, True)) if validation else open(os.devnull, "w") as held,
             ):
                 ledger.rejects = rejects if config.pipeline.rejects else None
+                dedup_steps = _dedup_steps(config, config.sources[item.source].bilingual)
                 for position, doc in _clean_survivors(plan, item):
-                    if position in drops:
+                    reason, dropped_at = drops.get(position), None
+                    for step, step_reason in dedup_steps:  # the in-process steps' accounting, step by step
+                        ledger.entered[step] += 1
+                        if reason == step_reason:
+                            dropped_at = step
+                            break
+                        ledger.kept_by[step] += 1
+                    if reason is not None:
                         ledger.position = position
-                        ledger.drop(drops[position], doc)
+                        ledger.drop(reason, doc, dropped_at)
                         continue
                     line = json.dumps(asdict(doc), ensure_ascii=False) + "\n"
                     (held if validation and held_out(doc, config.validation_fraction) else train).write(line)
@@ -310,6 +318,13 @@ class Filter(Stage):
                 json.dump({**ledger.to_dict(), "kept": kept}, out, ensure_ascii=False)
             self.count(ledger)
             self.stat_update("kept", value=kept)
+
+
+def _dedup_steps(config: DataConfig, bilingual: bool) -> list[tuple[str, str]]:
+    """(funnel step, drop reason) of the dedup steps the in-process path runs on such a source, in order."""
+    steps = [("exact_dedup", REASONS[0])] if config.pipeline.exact_dedup else []
+    near = config.pipeline.minhash_threshold is not None and not bilingual
+    return steps + ([("near_dedup", REASONS[1])] if near else [])
 
 
 def _clean_survivors(plan: Plan, item: Input) -> Iterator[tuple[int, Document]]:
