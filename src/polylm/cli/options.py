@@ -36,6 +36,10 @@ def _shown(default: object) -> str:
     return str(default).lower() if isinstance(default, bool) else str(default)
 
 
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _true_false_or_text(text: str) -> bool | str:
     return {"true": True, "false": False}.get(text.lower(), text)
 
@@ -48,6 +52,7 @@ def add_fields(parser: argparse._ActionsContainer, cls: type, defaults: dict | N
         default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else _UNSET)
         if default is _UNSET and f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
+        required = default is _UNSET
         flag = "--" + f.name.replace("_", "-")
         shown = (
             ""
@@ -55,8 +60,14 @@ def add_fields(parser: argparse._ActionsContainer, cls: type, defaults: dict | N
             else f" (default: {str(default).lower() if isinstance(default, bool) else default})"
         )
         options: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": docs.get(f.name, "") + shown}
+        if required:
+            options["required"] = True
+        if "choices" in f.metadata:
+            options["choices"] = f.metadata["choices"]
         kinds = [part.strip() for part in str(f.type).split("|")]
-        if kinds == ["bool"]:
+        if f.metadata.get("comma_separated"):  # `--tasks xnli,xcopa`
+            options.update(type=_comma_list, metavar="A,B")
+        elif kinds == ["bool"]:
             options["action"] = argparse.BooleanOptionalAction
         elif "list[int]" in kinds:  # `--eos-token-id 2 3`; no value: none
             options.update(type=int, nargs="*", metavar="ID")

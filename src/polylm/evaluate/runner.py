@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from polylm.errors import PolyLMError
+from polylm.evaluate.config import PREFIX_TOKENS, EvalConfig
 from polylm.evaluate.data import BadRows
 from polylm.evaluate.instances import Instance, answer_in_order
 from polylm.evaluate.language_model import LanguageModel
@@ -27,35 +28,7 @@ from polylm.model import count_parameters
 from polylm.progress import progress_bar
 from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
 
-PREFIX_TOKENS = ("eos", "bos")
 BAD_ROWS_SHOWN = 10
-
-
-@dataclass
-class EvalConfig:
-    """What `polylm evaluate` was asked to do; recorded in the output as it is."""
-
-    model: str
-    tasks: list[str]
-    languages: list[str] | None = None
-    """None: each task's default languages (translation: the directions in the data directory)."""
-    data_dir: str = "data/benchmarks"
-    num_fewshot: int = 0
-    limit: int | None = None
-    """Score only the first N items of each language (after malformed rows are set aside)."""
-    batch_size: int = 8
-    seed: int = 1234
-    """Few-shot examples are drawn with random.Random(seed), afresh for each task and language."""
-    num_beams: int = 1
-    """1: greedy generation; more: beam search with early stopping (PolyLM's MT setting is 4)."""
-    max_new_tokens: int | None = None
-    """None: each task's own limit."""
-    prefix_token: str = "eos"
-    """Stands in for an empty context (XNLI, PAWS-X): `</s>`, which precedes every document PolyLM was
-    trained on, or `<s>`, which lm-evaluation-harness uses when the tokenizer defines one."""
-    skip_bad_rows: bool = False
-    device: str = "cpu"
-    dtype: str | None = None
 
 
 @dataclass
