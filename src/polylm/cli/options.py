@@ -44,23 +44,25 @@ def _true_false_or_text(text: str) -> bool | str:
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def add_fields(parser: argparse._ActionsContainer, cls: type, defaults: dict | None = None) -> None:
-    """`--name` for every field of `cls`; `defaults` replaces a field's default for this command."""
+def add_fields(
+    parser: argparse._ActionsContainer, cls: type, defaults: dict | None = None, required: tuple[str, ...] = ()
+) -> None:
+    """`--name` for every field of `cls` (and the field's metadata `aliases`); `defaults` replaces a field's
+    default for this command; `required` fields must be given (as must those without a default)."""
     defaults = defaults or {}
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else _UNSET)
         if default is _UNSET and f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
-        required = default is _UNSET
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         shown = (
             ""
             if default in (None, [], _UNSET)
             else f" (default: {str(default).lower() if isinstance(default, bool) else default})"
         )
         options: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": docs.get(f.name, "") + shown}
-        if required:
+        if default is _UNSET or f.name in required:
             options["required"] = True
         if "choices" in f.metadata:
             options["choices"] = f.metadata["choices"]
@@ -78,7 +80,7 @@ def add_fields(parser: argparse._ActionsContainer, cls: type, defaults: dict | N
             options.update(type=_true_false_or_text, metavar="true|false|TEXT")
         else:
             options["type"] = {"int": int, "float": float, "str": str}[kinds[0]]
-        parser.add_argument(flag, **options)
+        parser.add_argument(*flags, **options)
 
 
 def values(args: argparse.Namespace, cls: type, defaults: dict | None = None) -> dict:

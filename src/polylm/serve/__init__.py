@@ -4,14 +4,26 @@
 - `engine`: the worker thread that batches every running request on one KV cache (`cache`);
 - `responses`: completion / chat bodies, stream chunks and log-probabilities;
 - `metrics`: Prometheus text for `/metrics`;
-- `state`: the server's settings, its model once loaded, API-key checks;
+- `settings`: what the server was told (the command's flags); `state`: its model once loaded, API-key checks;
 - `body`: reading and validating a request body; `jobs`: a request's engine jobs on the event loop;
 - `work`: a completions or chat request turned into jobs; `streaming`: server-sent events;
 - `app`: the FastAPI app, its error handlers and middleware; its routes: `completions`, `chat`,
   `tokenization`, `info`; `static/index.html`: the chat page at `/`.
 """
 
-from polylm.serve.app import create_app
-from polylm.serve.state import ServeSettings, is_loopback
+from __future__ import annotations
 
-__all__ = ["ServeSettings", "create_app", "is_loopback"]
+import importlib
+
+_HOMES = {
+    "ServeSettings": "polylm.serve.settings",
+    "is_loopback": "polylm.serve.settings",
+    "create_app": "polylm.serve.app",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> object:  # loaded on first use: the CLI reads ServeSettings without torch
+    if name not in _HOMES:
+        raise AttributeError(f"module 'polylm.serve' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

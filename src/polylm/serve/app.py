@@ -31,7 +31,8 @@ from polylm.serve.info import add_info_routes
 from polylm.serve.jobs import ClientDisconnected
 from polylm.serve.metrics import Metrics
 from polylm.serve.protocol import DOCUMENTED, APIError
-from polylm.serve.state import ServerState, ServeSettings, load_text_generator
+from polylm.serve.settings import ServeSettings
+from polylm.serve.state import ServerState, load_text_generator
 from polylm.serve.tokenization import add_tokenizer_routes
 
 log = logging.getLogger("polylm.serve")

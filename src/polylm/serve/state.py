@@ -1,61 +1,24 @@
-"""What the server was told (`ServeSettings`) and what it holds (`ServerState`): the model once it has loaded,
-its engine, its metrics, and the API key that guards the routes."""
+"""What the server holds (`ServerState`): the model once it has loaded, its engine, its metrics, and the API key
+that guards the routes (its settings: `serve.settings`)."""
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
 
-from polylm.errors import PolyLMError
 from polylm.generate.text import TextGenerator
 from polylm.serve.engine import Engine
 from polylm.serve.metrics import Metrics
 from polylm.serve.protocol import APIError, short_repr
 from polylm.serve.responses import now
-from polylm.templates import TEMPLATES
+from polylm.serve.settings import ServeSettings
 
 log = logging.getLogger("polylm.serve")
-
-DEFAULT_CHAT_TEMPLATE = "multialpaca"
-
-
-@dataclass
-class ServeSettings:
-    """What `polylm serve` was told (see its --help)."""
-
-    model: str | None = None
-    served_model_name: str | None = None
-    template: str = DEFAULT_CHAT_TEMPLATE
-    """Default prompt format of /v1/chat/completions (a request may pass `template`)."""
-    api_key: str | None = None
-    max_batch: int = 16
-    max_queue: int = 256
-    max_prompt_tokens: int | None = None
-    """Default: the model's context."""
-    timeout: float = 600.0
-    """Seconds a request may wait plus run before it is answered 503."""
-    device: str = "cpu"
-    dtype: str | None = None
-    threads: int | None = None
-    """torch intra-op threads of the worker (default: torch's)."""
-    max_body_bytes: int = 16 * 1024 * 1024
-    cors_origins: list[str] = field(default_factory=list)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def load_text_generator(settings: ServeSettings) -> TextGenerator:
@@ -70,10 +33,7 @@ def load_text_generator(settings: ServeSettings) -> TextGenerator:
 
 class ServerState:
     def __init__(self, settings: ServeSettings, loader: Callable[[], TextGenerator]) -> None:
-        if settings.template not in TEMPLATES:
-            raise PolyLMError(
-                f"unknown template {settings.template!r} (--template); choose one of {', '.join(TEMPLATES)}"
-            )
+        settings.validate()
         self.settings, self.loader = settings, loader
         self.metrics = Metrics()
         self.engine: Engine | None = None
