@@ -45,13 +45,20 @@ def _true_false_or_text(text: str) -> bool | str:
 
 
 def add_fields(
-    parser: argparse._ActionsContainer, cls: type, defaults: dict | None = None, required: tuple[str, ...] = ()
+    parser: argparse._ActionsContainer,
+    cls: type,
+    defaults: dict | None = None,
+    required: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
 ) -> None:
-    """`--name` for every field of `cls` (and the field's metadata `aliases`); `defaults` replaces a field's
-    default for this command; `required` fields must be given (as must those without a default)."""
+    """`--name` for every field of `cls` (and the field's metadata `aliases`) but `skip` (nested sections);
+    `defaults` replaces a field's default for this command; `required` fields must be given (as must those
+    without a default)."""
     defaults = defaults or {}
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else _UNSET)
         if default is _UNSET and f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()

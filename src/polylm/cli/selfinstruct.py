@@ -9,41 +9,27 @@ import os
 import sys
 from pathlib import Path
 
+from polylm.cli import options
 from polylm.errors import PolyLMError
-
-
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise PolyLMError(f"--{name} must be positive, got {value}")
+from polylm.selfinstruct.config import SelfInstructConfig
 
 
 def _run(args: argparse.Namespace) -> None:
     from polylm.selfinstruct.client import ChatClient, RetryPolicy
-    from polylm.selfinstruct.generate import GenerationConfig, SelfInstruct
+    from polylm.selfinstruct.generate import SelfInstruct
     from polylm.selfinstruct.seeds import read_seed_file
     from polylm.selfinstruct.state import Store
     from polylm.selfinstruct.stats import table
 
-    for name in ("timeout", "backoff", "max_tokens", "retries"):
-        _positive(name.replace("_", "-"), getattr(args, name))
+    for name in ("timeout", "backoff", "retries"):
+        if getattr(args, name) <= 0:
+            raise PolyLMError(f"--{name} must be positive, got {getattr(args, name)}")
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise PolyLMError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
-    config = GenerationConfig(
-        languages=tuple(code.strip() for code in args.languages.split(",") if code.strip()),
-        per_language=args.per_language,
-        demos=args.demos,
-        new_per_prompt=args.new_per_prompt,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_tokens=args.max_tokens,
-        max_rounds=args.max_rounds,
-        translate=args.translate,
-        max_demo_chars=args.max_demo_chars,
-        seed=args.seed,
-    )
+    config = SelfInstructConfig(**options.values(args, SelfInstructConfig))
     seeds_dir = Path(args.seeds) if args.seeds else None
     if seeds_dir is not None and not seeds_dir.is_dir():
         raise PolyLMError(f"--seeds {seeds_dir}: not a directory")
@@ -96,8 +82,6 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--endpoint", required=True, help="server URL, e.g. http://127.0.0.1:8000 (or .../v1)")
     parser.add_argument("--model", required=True, help="model name sent with each request")
-    parser.add_argument("--languages", required=True, help="comma-separated ISO 639-1 codes, e.g. es,ja,th")
-    parser.add_argument("--per-language", type=int, required=True, help="tasks to keep per language")
     parser.add_argument("--out", required=True, help="output directory (resumed when it holds an earlier run)")
     parser.add_argument(
         "--seeds", help="directory of <lang>.jsonl seed tasks (MultiAlpaca records); those languages are not translated"
@@ -107,26 +91,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help="English seed tasks (Self-Instruct seed_tasks.jsonl or Alpaca records) to translate for languages "
         "without seeds; translations are cached in OUT/seeds/<lang>.jsonl",
     )
-    parser.add_argument("--translate", type=int, default=175, help="seed tasks to translate per language (default 175)")
     parser.add_argument("--api-key-env", help="environment variable holding the API key (default: no key is sent)")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at most (default 4)")
-    parser.add_argument("--demos", type=int, default=3, help="demonstrations per prompt (default 3)")
-    parser.add_argument("--new-per-prompt", type=int, default=20, help="new tasks asked per prompt (default 20)")
-    parser.add_argument(
-        "--max-demo-chars",
-        type=int,
-        default=1500,
-        help="seeds longer than this (instruction + input + output) are not shown as demonstrations (default 1500)",
-    )
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1.0)")
-    parser.add_argument("--max-tokens", type=int, default=3072, help="tokens per answer at most (default 3072)")
-    parser.add_argument(
-        "--max-rounds", type=int, help="prompts per language at most (default 10 per prompt-full of tasks, plus 10)"
-    )
+    options.add_fields(parser, SelfInstructConfig, skip=("filters",))
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
     parser.add_argument("--retries", type=int, default=8, help="tries per request (default 8)")
     parser.add_argument("--backoff", type=float, default=1.0, help="seconds before the first retry, doubled after")
-    parser.add_argument("--seed", type=int, default=0, help="seed of demonstration sampling (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run)

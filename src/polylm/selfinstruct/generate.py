@@ -11,9 +11,7 @@ A language stops at its target, or after `max_rounds` rounds (a model too weak f
 from __future__ import annotations
 
 import asyncio
-import math
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,7 +19,8 @@ from tqdm import tqdm
 from polylm.errors import PolyLMError
 from polylm.progress import progress_bar
 from polylm.selfinstruct.client import ChatClient, Completion
-from polylm.selfinstruct.filters import FilterConfig, TaskFilter
+from polylm.selfinstruct.config import SelfInstructConfig
+from polylm.selfinstruct.filters import TaskFilter
 from polylm.selfinstruct.locales import locale
 from polylm.selfinstruct.parser import Parsed, parse_answer
 from polylm.selfinstruct.prompts import generation_prompt
@@ -33,50 +32,12 @@ from polylm.selfinstruct.task import Task
 STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class GenerationConfig:
-    languages: tuple[str, ...]
-    per_language: int
-    demos: int = 3
-    new_per_prompt: int = 20
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 3072
-    max_rounds: int | None = None
-    """Per language; default 10 rounds per prompt-full of target tasks, plus 10."""
-    translate: int = 175
-    """English seed tasks translated for a language without seeds (the first ones of the file)."""
-    translate_temperature: float = 0.2
-    translate_max_tokens: int = 1024
-    max_demo_chars: int = 1500
-    """Longer seeds are not shown as demonstrations (they would crowd the context); they stay in the pool."""
-    seed: int = 0
-    filters: FilterConfig = field(default_factory=FilterConfig)
-
-    def __post_init__(self) -> None:
-        for code in self.languages:
-            locale(code)
-        if not self.languages:
-            raise PolyLMError("self-instruct: --languages is empty")
-        if min(self.per_language, self.demos, self.new_per_prompt, self.max_rounds or 1) < 1 or self.translate < 0:
-            raise PolyLMError(
-                "self-instruct: --per-language, --demos, --new-per-prompt and --max-rounds must be at least 1, "
-                "--translate at least 0"
-            )
-
-    @property
-    def rounds_limit(self) -> int:
-        if self.max_rounds is not None:
-            return self.max_rounds
-        return 10 * math.ceil(self.per_language / self.new_per_prompt) + 10
-
-
 class SelfInstruct:
     """One run over OUT (new or resumed)."""
 
     def __init__(
         self,
-        config: GenerationConfig,
+        config: SelfInstructConfig,
         client: ChatClient,
         store: Store,
         seeds_dir: Path | None = None,
