@@ -9,7 +9,7 @@ that the CLI reads `EvalConfig` without torch.
 
 from __future__ import annotations
 
-import importlib
+from polylm import lazy
 
 _HOMES = {
     "EvalConfig": "polylm.evaluate.config",
@@ -18,8 +18,4 @@ _HOMES = {
 }
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str) -> object:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'polylm.evaluate' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy.exports(__name__, _HOMES)

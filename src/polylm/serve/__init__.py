@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-import importlib
+from polylm import lazy
 
 _HOMES = {
     "ServeSettings": "polylm.serve.settings",
@@ -22,8 +22,4 @@ _HOMES = {
 }
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str) -> object:  # loaded on first use: the CLI reads ServeSettings without torch
-    if name not in _HOMES:
-        raise AttributeError(f"module 'polylm.serve' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy.exports(__name__, _HOMES)
