@@ -142,3 +142,33 @@ def run(
             seconds=answers["seconds"].tolist(),
             peak_rss_mib=float(answers["peak_rss_kib"][0]) / 1024,
         )
+
+
+def compare(model_dir: Path, gguf: Path, prompts: int, new_tokens: int) -> dict:
+    """llama.cpp against polylm on held-out sentences of the embedded corpus (one per language): logits, greedy."""
+    import torch
+
+    from polylm.checkpoint import load_model
+    from polylm.demo.corpus import held_out_lines, languages
+    from polylm.generate import GenerationConfig, generate
+    from polylm.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_dir(model_dir)
+    ids = [tokenizer.encode(held_out_lines(lang)[0])[:48] for lang in languages()[:prompts]]
+    llama = run(gguf, ids, new_tokens=new_tokens, threads=torch.get_num_threads())
+    model = load_model(model_dir, dtype="float32")
+    with torch.inference_mode():
+        ours = [model(torch.tensor([row]))[0, -1].double().numpy() for row in ids]
+    gaps = [
+        float(abs(theirs - mine).max() / (mine.max() - mine.min()))
+        for theirs, mine in zip(llama.logits, ours, strict=True)
+    ]
+    config = GenerationConfig(max_new_tokens=new_tokens, eos_token_id=None)
+    greedy = [row[0].token_ids for row in generate(model, ids, config)]
+    same = sum(mine == theirs for mine, theirs in zip(greedy, llama.tokens, strict=True))
+    return {
+        "prompts": len(ids),
+        "max_logit_difference_relative_to_range": max(gaps),
+        "greedy_equal": f"{same}/{len(ids)}",
+        "llama_cpp_weight_repacking": llama.extra_buffers,
+    }

@@ -24,37 +24,6 @@ def _model_dir(source: str, scratch: Path) -> Path:
     return resolve_model_dir(source)
 
 
-def _check_gguf(model_dir: Path, gguf: Path, prompts: int, new_tokens: int) -> dict:
-    """llama.cpp against polylm on held-out sentences of the embedded corpus (one per language): logits, greedy."""
-    import torch
-
-    from polylm.checkpoint import load_model
-    from polylm.demo.corpus import held_out_lines, languages
-    from polylm.generate import GenerationConfig, generate
-    from polylm.gguf_check import run
-    from polylm.tokenizer import Tokenizer
-
-    tokenizer = Tokenizer.from_dir(model_dir)
-    ids = [tokenizer.encode(held_out_lines(lang)[0])[:48] for lang in languages()[:prompts]]
-    llama = run(gguf, ids, new_tokens=new_tokens, threads=torch.get_num_threads())
-    model = load_model(model_dir, dtype="float32")
-    with torch.inference_mode():
-        ours = [model(torch.tensor([row]))[0, -1].double().numpy() for row in ids]
-    gaps = [
-        float(abs(theirs - mine).max() / (mine.max() - mine.min()))
-        for theirs, mine in zip(llama.logits, ours, strict=True)
-    ]
-    config = GenerationConfig(max_new_tokens=new_tokens, eos_token_id=None)
-    greedy = [row[0].token_ids for row in generate(model, ids, config)]
-    same = sum(mine == theirs for mine, theirs in zip(greedy, llama.tokens, strict=True))
-    return {
-        "prompts": len(ids),
-        "max_logit_difference_relative_to_range": max(gaps),
-        "greedy_equal": f"{same}/{len(ids)}",
-        "llama_cpp_weight_repacking": llama.extra_buffers,
-    }
-
-
 def _export(args: argparse.Namespace) -> None:
     from polylm.errors import PolyLMError
 
@@ -73,7 +42,9 @@ def _export(args: argparse.Namespace) -> None:
         model_dir = _model_dir(args.source, Path(scratch))
         summary = export_gguf(model_dir, out, args.outtype or "f16", args.template)
         if args.check:
-            summary["check"] = _check_gguf(model_dir, out, prompts=8, new_tokens=16)
+            from polylm.gguf_check import compare
+
+            summary["check"] = compare(model_dir, out, prompts=8, new_tokens=16)
     print(json.dumps(summary, ensure_ascii=False))
 
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from polylm.cli import options
-from polylm.errors import PolyLMError
 from polylm.templates import TEMPLATES
 
 
@@ -29,32 +28,13 @@ def _text_generator(args: argparse.Namespace):
     return TextGenerator(model, Tokenizer.from_dir(model_dir), args.template)
 
 
-def _read_prompts(path: str) -> list[str]:
-    """One prompt per line, or for prompts with newlines a .jsonl file of {"prompt": ...} objects."""
-    file = Path(path)
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolyLMError(f"{file}: cannot read prompts ({exc})") from None
-    if file.suffix != ".jsonl":
-        return [line for line in lines if line.strip()]
-    prompts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            prompts.append(record if isinstance(record, str) else record["prompt"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise PolyLMError(f'{file}: line {number} is not a JSON string or an object with a "prompt" key') from None
-    return prompts
-
-
 def _generate(args: argparse.Namespace) -> None:
     from polylm.progress import progress_bar
 
     config = _generation_config(args)
-    prompts = _read_prompts(args.prompt_file) if args.prompt_file else [args.prompt]
+    from polylm.generate.text import read_prompts
+
+    prompts = read_prompts(Path(args.prompt_file)) if args.prompt_file else [args.prompt]
     generator = _text_generator(args)
     if len(prompts) == 1 and not args.json and config.num_return_sequences == 1:
         for piece in generator.stream(prompts[0], config):

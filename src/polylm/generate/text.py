@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from polylm.errors import PolyLMError
 from polylm.generate.batch import StopCriterion
 from polylm.generate.beam_search import beam_search
 from polylm.generate.config import GenerationConfig
@@ -88,3 +91,23 @@ class TextGenerator:
         final = self._text(generation.token_ids, config) if generation is not None else ""
         if len(final) > shown:
             yield final[shown:]
+
+
+def read_prompts(file: Path) -> list[str]:
+    """One prompt per line, or for prompts with newlines a .jsonl file of {"prompt": ...} objects."""
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolyLMError(f"{file}: cannot read prompts ({exc})") from None
+    if file.suffix != ".jsonl":
+        return [line for line in lines if line.strip()]
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            prompts.append(record if isinstance(record, str) else record["prompt"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise PolyLMError(f'{file}: line {number} is not a JSON string or an object with a "prompt" key') from None
+    return prompts
