@@ -17,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 
 from polylm.serve.body import parse, read_json
 from polylm.serve.protocol import (
-    APIError,
     DetokenizeRequest,
     TokenizeRequest,
     api_responses,
@@ -25,7 +24,7 @@ from polylm.serve.protocol import (
     json_request,
 )
 from polylm.serve.state import ServerState
-from polylm.serve.work import MAX_PIECE_CHARS
+from polylm.serve.work import MAX_PIECE_CHARS, too_long
 
 
 class TokenizerInfo(BaseModel):
@@ -88,7 +87,7 @@ def add_tokenizer_routes(app: FastAPI, state: ServerState) -> None:
         state.check_model(body.model)
         limit = text_limit(state)
         if len(body.prompt) > MAX_PIECE_CHARS * limit:
-            raise _too_long("prompt", f"more than {limit}", limit)
+            raise too_long("prompt", f"more than {limit}", limit, LIMIT_FLAGS)
         tokenizer = generator.tokenizer
         special = {tokenizer.sp.id_to_piece(i): i for i in (tokenizer.eos_id, tokenizer.bos_id) if i >= 0}
         if body.prompt in special:  # a special token by name, as a transformers tokenizer reads it
@@ -97,7 +96,7 @@ def add_tokenizer_routes(app: FastAPI, state: ServerState) -> None:
             with state.tokenizer_slot():
                 tokens = await run_in_threadpool(tokenizer.encode, body.prompt)
         if len(tokens) > limit:
-            raise _too_long("prompt", str(len(tokens)), limit)
+            raise too_long("prompt", str(len(tokens)), limit, LIMIT_FLAGS)
         context = generator.model.config.max_position_embeddings
         return JSONResponse({"tokens": tokens, "count": len(tokens), "max_model_len": context})
 
@@ -113,7 +112,7 @@ def add_tokenizer_routes(app: FastAPI, state: ServerState) -> None:
         state.check_model(body.model)
         limit = text_limit(state)
         if len(body.tokens) > limit:
-            raise _too_long("tokens", str(len(body.tokens)), limit)
+            raise too_long("tokens", str(len(body.tokens)), limit, LIMIT_FLAGS)
         vocab = generator.tokenizer.vocab_size
         bad = next((t for t in body.tokens if t >= vocab), None)
         if bad is not None:
@@ -123,15 +122,9 @@ def add_tokenizer_routes(app: FastAPI, state: ServerState) -> None:
         return JSONResponse({"prompt": text})
 
 
+LIMIT_FLAGS = "--max-queue x --max-prompt-tokens"
+
+
 def text_limit(state: ServerState) -> int:
     """Tokens one request may have tokenized or decoded: as many as one completions request may send."""
     return state.settings.max_queue * state.max_prompt_tokens
-
-
-def _too_long(param: str, count: str, limit: int) -> APIError:
-    return APIError(
-        400,
-        f"{param} is too long: {count} tokens, the server's limit is {limit} (--max-queue x --max-prompt-tokens)",
-        param=param,
-        code="context_length_exceeded",
-    )

@@ -88,7 +88,7 @@ class Completion:
             raise bad_parameter(param, f"at most {state.settings.max_queue} prompts per request, got {len(prompts)}")
         for prompt in prompts:
             if isinstance(prompt, str) and len(prompt) > MAX_PIECE_CHARS * limit:
-                raise _too_long(param, f"more than {limit}", limit)
+                raise too_long(param, f"more than {limit}", limit)
         texts = [p for p in prompts if isinstance(p, str)]
         encoded = iter(await run_in_threadpool(tokenizer.encode_batch, texts) if texts else [])
         result = []
@@ -100,7 +100,7 @@ class Completion:
             if bad is not None:
                 raise bad_parameter(param, f"token id {bad} is outside the vocabulary of {tokenizer.vocab_size}")
             if len(ids) > limit:
-                raise _too_long(param, str(len(ids)), limit)
+                raise too_long(param, str(len(ids)), limit)
             result.append(ids)
         return result
 
@@ -203,10 +203,11 @@ class Completion:
         return usage(prompt_tokens, completion_tokens)
 
 
-def _too_long(param: str, count: str, limit: int) -> APIError:
+def too_long(param: str, count: str, limit: int, flags: str = "--max-prompt-tokens") -> APIError:
+    """The 400 for input over a token limit, naming the flags that set the limit."""
     return APIError(
         400,
-        f"{param} is too long: {count} tokens, the server's limit is {limit} (--max-prompt-tokens)",
+        f"{param} is too long: {count} tokens, the server's limit is {limit} ({flags})",
         param=param,
         code="context_length_exceeded",
     )
