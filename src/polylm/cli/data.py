@@ -41,37 +41,10 @@ def _data_prepare(args: argparse.Namespace) -> None:
 
 
 def _data_stats(args: argparse.Namespace) -> None:
-    from polylm.data.prepare import stats
+    from polylm.data.stats import stats, table
 
     report = stats(Path(args.dir))
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False))
-        return
-    print("tokens per language:")
-    for lang, count in sorted(report["tokens"].items(), key=lambda item: -item[1]):
-        print(f"  {lang:<10}{count:>14,}")
-    print("tokens per source:")
-    for source, count in report["tokens_per_source"].items():
-        print(f"  {source:<24}{count:>14,}")
-    print("documents through each step (in, kept, dropped by reason):")
-    for step in report["funnel"]:
-        dropped = ", ".join(f"{reason} {count:,}" for reason, count in sorted(step["dropped"].items())) or "none"
-        print(f"  {step['step']:<12}{step['in']:>10,} in {step['kept']:>10,} kept   dropped: {dropped}")
-    for kind, count in sorted(report["errors"].items()):
-        print(f"  input error {kind:<12}{count:>10,}")
-    reused = {name: epochs for name, epochs in report["epochs"].items() if epochs > 1}
-    if reused:
-        print("sources the curriculum reads more than once (epochs):")
-        for name, epochs in sorted(reused.items(), key=lambda item: -item[1]):
-            print(f"  {name:<24}{epochs:>10.2f}")
-    print("curriculum stages:")
-    for stage in report["stages"]:
-        target = stage["target_non_english_share"]
-        print(
-            f"  {stage['name']:<10} from sample {stage['start_sample']:>8,}  {stage['samples']:>8,} samples  "
-            f"non-English {100 * stage['non_english_share']:.2f}%"
-            + (f" (target {100 * target:.0f}%)" if target is not None else "")
-        )
+    print(json.dumps(report, ensure_ascii=False) if args.json else table(report))
 
 
 def register(verbs: argparse._SubParsersAction) -> None:

@@ -20,15 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from polylm.configfile import build, read_json, read_yaml
 from polylm.data.bilingual import BilingualConfig, bilingual_documents
 from polylm.data.curriculum import CurriculumConfig, CurriculumSampler, SourceInfo, Stage, polylm_curriculum
 from polylm.data.documents import Document, Ledger
 from polylm.data.executors import ExecutorSection
 from polylm.data.filters import (
-    STEP_ORDER,
     ExactDedup,
     LanguageFilter,
     MinHashDedup,
@@ -365,33 +362,3 @@ def open_sampler(data_dir: Path) -> CurriculumSampler:
 
 def load_summary(data_dir: Path) -> dict:
     return read_json(data_dir / "data.json", "polylm data prepare")
-
-
-def funnel(ledger: dict) -> list[dict]:
-    """Per step, in the order documents meet them: documents in, kept, dropped by reason (in = kept + dropped)."""
-    steps = ledger.get("steps", {})
-    ordered = sorted(steps, key=lambda step: STEP_ORDER.index(step) if step in STEP_ORDER else len(STEP_ORDER))
-    return [{"step": step, **steps[step]} for step in ordered]
-
-
-def stats(data_dir: Path) -> dict:
-    """What `polylm data stats` shows: drops by reason, tokens per language and source, stages as realized."""
-    summary = load_summary(data_dir)
-    tokens: Counter = Counter()
-    for source in summary["sources"]:
-        shards = ShardSet(data_dir / "shards" / source["name"])
-        languages, inverse = np.unique(np.asarray(shards.doc_languages()), return_inverse=True)
-        per_language = np.bincount(inverse, weights=shards.doc_lengths(), minlength=len(languages))
-        tokens.update({str(lang): int(n) for lang, n in zip(languages, per_language, strict=True)})
-    return {
-        "funnel": funnel(summary["ledger"]),
-        "drops": summary["ledger"]["drops"],
-        "errors": summary["ledger"]["errors"],
-        "read": summary["ledger"]["read"],
-        "kept": summary["kept"],
-        "tokens": dict(tokens),
-        "tokens_per_source": {s["name"]: s["tokens"] for s in summary["sources"]},
-        "stages": summary["stages"],
-        "epochs": summary.get("epochs", {}),
-        "fingerprint": summary["fingerprint"],
-    }
