@@ -257,9 +257,13 @@ def test_two_pretrains_on_one_out(tmp_path, data_dir, stopped_run):
     command = [sys.executable, "-m", "polylm.cli", "pretrain", "--config", config, "--out", str(run)]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (run / LOCK_FILE).exists() and (run / LOCK_FILE).read_text().startswith(f"{first.pid} "))
-    started = time.time()
-    second = subprocess.run([*command, "--resume", "auto"], capture_output=True, text=True, timeout=120)
-    assert second.returncode == 1 and time.time() - started < 30
+    first.send_signal(signal.SIGSTOP)  # paused while it holds the lock: the second surely meets a live holder
+    try:
+        started = time.time()
+        second = subprocess.run([*command, "--resume", "auto"], capture_output=True, text=True, timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 1 and time.time() - started < 30, second.stderr
     assert len(second.stderr.strip().splitlines()) == 1 and f"in use by pid {first.pid}" in second.stderr
     assert first.wait(timeout=300) == 0, first.stderr.read()
     assert losses(run) == whole  # the first finished unharmed
@@ -268,6 +272,8 @@ def test_two_pretrains_on_one_out(tmp_path, data_dir, stopped_run):
     killed = tmp_path / "killed"
     holder = subprocess.Popen([*command[:-1], str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(lambda: bool(list_checkpoints(killed)) or holder.poll() is not None)
+    holder.send_signal(signal.SIGSTOP)
+    assert holder.poll() is None and (killed / "metrics.jsonl").read_text().count("\n") < 12  # mid-run
     holder.kill()
     holder.wait()
     assert holder.returncode == -signal.SIGKILL

@@ -102,6 +102,7 @@ def test_kill_9_at_a_random_step_then_resume(tmp_path, data_dir):
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         if metrics.exists() and metrics.read_text().count("\n") >= stop_at:
+            os.kill(process.pid, signal.SIGSTOP)  # frozen where it is: the kill lands at this step
             break
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
