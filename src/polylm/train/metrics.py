@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from polylm.durable import append_jsonl, read_jsonl, rewrite_jsonl, write_text
+from polylm.durable import append_jsonl, rewrite_jsonl, write_text
 from polylm.errors import PolyLMError
 
 
@@ -23,10 +23,9 @@ def _step(path: Path, record: dict) -> int:
     return step
 
 
-def _check_complete(path: Path, last_logged: int) -> None:
+def _check_complete(path: Path, records: list[dict], last_logged: int) -> None:
     """A record is appended and fsynced before its step's checkpoint, so the log must reach the last step logged
     before the checkpoint; if it does not, records were lost by something other than a kill: say so."""
-    records = read_jsonl(path).records
     reached = records[-1]["step"] if records else 0
     if reached < last_logged:
         raise PolyLMError(
@@ -42,10 +41,10 @@ class MetricsLog:
         for path in (self.train_path, self.validation_path):
             if resumed_step is None:
                 write_text(path, "")
-            else:
-                rewrite_jsonl(path, lambda record, path=path: _step(path, record) <= resumed_step)
-        if resumed_step is not None:
-            _check_complete(self.train_path, resumed_step - resumed_step % log_every)
+                continue
+            kept = rewrite_jsonl(path, lambda record, path=path: _step(path, record) <= resumed_step)
+            if path == self.train_path:
+                _check_complete(path, kept, resumed_step - resumed_step % log_every)
         purge = resumed_step + 1 if resumed_step is not None else None
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge) if tensorboard else None
 
