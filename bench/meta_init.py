@@ -1,6 +1,7 @@
 """Start-up memory under FSDP: each rank's peak RSS while the model is built, sharded and initialized.
 
     python bench/meta_init.py [--hidden 5120] [--layers 2] [--vocab 256000] [--ranks 2] [--paths meta,full]
+                              [--losses 5]
 
 Runs `torchrun --nproc_per_node=RANKS` (gloo, CPU) on itself once per path, and reads each rank's peak RSS
 (`ru_maxrss`) once its shards hold their values:
@@ -8,7 +9,15 @@ Runs `torchrun --nproc_per_node=RANKS` (gloo, CPU) on itself once per path, and 
   `materialize` (each rank allocates and fills only its shards);
 - `full`: the plain path it replaced: `build_model` (the whole fp32 model on every rank), then `fully_shard`.
 Prints each path's peak per rank against the full fp32 model's size, the ratio between the paths, and checks
-that the two paths' shards are equal. Results: bench/results/meta_init_<date>_cpu.json.
+that the two paths' shards are equal.
+
+`--losses N` then trains the same shape with `polylm pretrain` (tiny data from the embedded corpus, 8 samples of 64
+tokens a step): once under `torchrun` with `parallel.engine=fsdp`, once in one process. It compares their first N
+per-step losses, and reads the FSDP run's own start-up peak (`startup_peak_rss_gib`, its first metrics record).
+Each run is stopped (SIGKILL) once N steps are logged, before its multi-GB checkpoint. At the default shape, one
+process needs weights, gradients and AdamW state: about 31 GiB, and the FSDP run as much in all. On a smaller
+machine, add swap first.
+Results: bench/results/meta_init_<date>_cpu.json.
 """
 
 from __future__ import annotations
@@ -18,9 +27,11 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
@@ -65,6 +76,71 @@ def _run(args: argparse.Namespace, path: str, scratch: Path) -> list[dict]:
     return [json.loads(report.with_suffix(f".{rank}.json").read_text()) for rank in range(args.ranks)]
 
 
+def _pretrain_config(args: argparse.Namespace, scratch: Path) -> Path:
+    """A pretrain config of the benchmark's shape over tiny prepared data (the embedded corpus)."""
+    corpus = Path(__file__).parents[1] / "src" / "polylm" / "resources" / "corpus"
+    sources = "\n".join(f'  - {{name: {lang}, lang: {lang}, paths: ["{corpus / (lang + ".txt")}"]}}'
+                        for lang in ("en", "zh", "de"))  # fmt: skip
+    (scratch / "data.yaml").write_text(
+        f"sources:\n{sources}\npipeline: {{minhash_threshold: null}}\ntokenizer: {{vocab_size: 1500}}\n"
+        "curriculum: {total_tokens: 20480, seq_len: 64}\nvalidation_fraction: 0.1\n"
+    )
+    polylm = [sys.executable, "-m", "polylm.cli"]
+    done = subprocess.run([*polylm, "data", "prepare", "--config", str(scratch / "data.yaml"), "--out",
+                           str(scratch / "data")], capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"data prepare failed:\n{done.stderr[-3000:]}")
+    shape = (f"{{hidden_size: {args.hidden}, num_layers: {args.layers}, num_heads: {args.heads}, "
+             f"vocab_size: {args.vocab}, max_position_embeddings: 2048}}")  # fmt: skip
+    config = scratch / "train.yaml"
+    config.write_text(
+        f"preset: tiny\ndata: {scratch / 'data'}\nmodel: {{overrides: {shape}}}\n"
+        "batch: {global_tokens: 512, micro_batch: 4}\noptim: {lr: 0.0003, warmup_steps: 2}\n"
+        f"run: {{max_steps: {args.losses + 1}, eval_tokens: 256, checkpoint_every: 1000, tensorboard: false}}\n"
+    )
+    return config
+
+
+def _losses_until(command: list[str], out: Path, steps: int, threads: int) -> list[dict]:
+    """Run `command` until `out/metrics.jsonl` holds `steps` records, then kill its process group."""
+    log = out.with_suffix(".log")
+    with log.open("w") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "OMP_NUM_THREADS": str(threads)})  # fmt: skip
+    metrics = out / "metrics.jsonl"
+    while True:
+        ended = process.poll() is not None
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        if len(lines) >= steps and lines[steps - 1].endswith("}"):
+            if not ended:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            return [json.loads(line) for line in lines[:steps]]
+        if ended:
+            raise SystemExit(f"{' '.join(command[2:5])} ended (exit {process.returncode}) before {steps} steps:\n"
+                             f"{log.read_text()[-3000:]}")  # fmt: skip
+        time.sleep(2)
+
+
+def _compare_losses(args: argparse.Namespace, scratch: Path) -> dict:
+    """The FSDP run's first `args.losses` losses against one process's, and the FSDP run's start-up peak."""
+    config = _pretrain_config(args, scratch)
+    polylm = ["-m", "polylm.cli", "pretrain", "--config", str(config), "--out"]
+    started = time.perf_counter()
+    fsdp = _losses_until([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          f"--nproc_per_node={args.ranks}", *polylm, str(scratch / "fsdp"), "parallel.engine=fsdp"],
+                         scratch / "fsdp", args.losses, max(1, (os.cpu_count() or 1) // args.ranks))  # fmt: skip
+    fsdp_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    single = _losses_until([sys.executable, *polylm, str(scratch / "single")], scratch / "single", args.losses,
+                           os.cpu_count() or 1)  # fmt: skip
+    gaps = [abs(a["loss"] - b["loss"]) for a, b in zip(fsdp, single, strict=True)]
+    return {"fsdp_losses": [r["loss"] for r in fsdp], "single_losses": [r["loss"] for r in single],
+            "largest_gap": max(gaps), "fsdp_startup_peak_rss_gib": fsdp[0]["startup_peak_rss_gib"],
+            "single_startup_peak_rss_gib": single[0]["startup_peak_rss_gib"],
+            "fsdp_seconds": round(fsdp_seconds), "single_seconds": round(time.perf_counter() - started)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, default=5120)
@@ -72,7 +148,8 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=40)
     parser.add_argument("--vocab", type=int, default=256000)
     parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--paths", default="meta,full", help="which start-ups to measure (meta, full)")
+    parser.add_argument("--paths", default="meta,full", help="which start-ups to measure (meta, full; '' for none)")
+    parser.add_argument("--losses", type=int, default=0, help="then compare N first losses: FSDP against 1 process")
     parser.add_argument("--out", type=Path, help="results JSON (default: bench/results/meta_init_<date>_cpu.json)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -86,9 +163,15 @@ def main() -> None:
 
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for path in args.paths.split(","):
+        for path in filter(None, args.paths.split(",")):
             results[path] = _run(args, path, Path(scratch))
-    model_bytes = results[next(iter(results))][0]["parameters"] * 4
+        losses = _compare_losses(args, Path(scratch)) if args.losses else None
+    from polylm.config import ModelConfig
+    from polylm.model import count_parameters
+
+    shape = ModelConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
+                        max_position_embeddings=2048)  # fmt: skip
+    model_bytes = count_parameters(shape) * 4
     print(f"model: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}: "
           f"{model_bytes / GIB:.2f} GiB in fp32; {args.ranks} ranks (gloo, CPU)")  # fmt: skip
     summary = {}
@@ -102,6 +185,15 @@ def main() -> None:
         summary["meta_over_full"] = round(ratio, 3)
         summary["same_shards"] = same
         print(f"  meta / full: {ratio:.2f}; shards {'equal' if same else 'DIFFER'}")
+    if losses is not None:
+        startup = losses["fsdp_startup_peak_rss_gib"] * GIB
+        summary["losses"] = losses
+        print(f"  pretrain under FSDP: start-up peak RSS {startup / GIB:.2f} GiB = {startup / model_bytes:.2f}x the "
+              f"fp32 model (one process: {losses['single_startup_peak_rss_gib']:.2f} GiB)")  # fmt: skip
+        print(f"  first {args.losses} losses, FSDP {args.ranks} ranks vs 1 process: largest gap "
+              f"{losses['largest_gap']:.1e} ({'<=' if losses['largest_gap'] <= 1e-5 else 'ABOVE'} 1e-5)")  # fmt: skip
+        for step, (a, b) in enumerate(zip(losses["fsdp_losses"], losses["single_losses"], strict=True), 1):
+            print(f"    step {step}: {a:.6f} {b:.6f}")
     out = args.out or Path(__file__).parent / "results" / f"meta_init_{date.today().isoformat()}_cpu.json"
     out.write_text(json.dumps({
         "benchmark": "meta_init", "date": date.today().isoformat(),

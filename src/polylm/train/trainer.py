@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import resource
 import signal
 import sys
 import time
@@ -186,6 +187,16 @@ def _check_world_size(checkpoint: Path, trainer_state: dict, config: TrainConfig
         )
 
 
+def _peak_host_memory(world: World) -> int:
+    """The largest peak RSS over the ranks so far, in bytes: what building (or loading) the model cost the host."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    if world.size == 1:
+        return peak
+    largest = torch.tensor(peak, dtype=torch.int64, device=world.device)
+    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    return int(largest)
+
+
 def _grad_norm(model: nn.Module, max_norm: float) -> float:
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
@@ -286,6 +297,8 @@ class Trainer:
             if world.device.type == "cuda" and trainer_state.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(trainer_state["cuda_rng"])
             self.step, self.tokens_seen = trainer_state["step"], trainer_state["tokens_seen"]
+        # Recorded with the first step: under FSDP the meta-device build keeps it well under the model's size.
+        self.startup_peak_rss = _peak_host_memory(world)
         world.barrier()  # every rank has read the checkpoint list before rank 0 writes anything
         self.log = None
         if world.main:
@@ -419,12 +432,15 @@ class Trainer:
         with progress:
             while self.step < config.run.max_steps:
                 last = self.train_step(next(batches))
+                if self.startup_peak_rss is not None:  # on the first record logged
+                    last["startup_peak_rss_gib"] = self.startup_peak_rss / 2**30
                 stopping = stop.agreed(self.world)
                 final = self.step == config.run.max_steps or stopping is not None
                 # A preempted run (signal) checkpoints at once; a finished or time-capped one is validated first.
                 self.maybe_validate(last, final, stopping)
                 if self.log is not None and (self.step % config.run.log_every == 0 or final):
                     self.log.train(last)
+                    self.startup_peak_rss = None
                 progress.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{last['lr']:.2e}")
                 progress.update(1)
                 self.maybe_checkpoint(final)
