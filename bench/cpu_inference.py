@@ -54,8 +54,8 @@ def worker(engine: str, path: Path, prompts: list[list[int]], new_tokens: int, r
         result = run(path, prompts, new_tokens=new_tokens, threads=torch.get_num_threads(), timed_runs=repeats)
         return {"seconds": min(result.seconds), "tokens": result.tokens, "peak_rss_mib": result.peak_rss_mib,
                 "weight_repacking": result.extra_buffers}  # fmt: skip
-    from polylm.checkpoint import load_model
     from polylm.generate import GenerationConfig, generate
+    from polylm.hf_checkpoint import load_model
 
     config = GenerationConfig(max_new_tokens=new_tokens, eos_token_id=None)
     if engine == "transformers-fp32":
@@ -97,10 +97,10 @@ def worker(engine: str, path: Path, prompts: list[list[int]], new_tokens: int, r
 
 def prepare(root: Path, hidden: int, layers: int) -> tuple[dict[str, Path], list[list[int]]]:
     """The model in every form each engine reads, and the 8 prompts (32 tokens of held-out corpus lines)."""
-    from polylm.checkpoint import save_model
     from polylm.config import ModelConfig
     from polylm.demo.corpus import CORPUS, held_out_lines, languages
     from polylm.gguf import export_gguf
+    from polylm.hf_checkpoint import save_model
     from polylm.model import build_model
     from polylm.quantize.convert import quantize_model
     from polylm.tokenizer import TokenizerTrainingConfig, train_tokenizer
@@ -151,7 +151,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         paths, prompts = prepare(root, args.hidden, args.layers)
-        from polylm.checkpoint import read_config
+        from polylm.hf_checkpoint import read_config
 
         parameters = count_parameters(read_config(paths["polylm-fp32"]))
         sizes = {engine: sum(p.stat().st_size for p in ([path] if path.is_file() else path.glob("*.safetensors")))

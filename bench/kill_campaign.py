@@ -159,8 +159,8 @@ def pretrain_target(work: Path, steps: int) -> Target:
 
 
 def finetune_target(work: Path, steps: int) -> Target:
-    from polylm.checkpoint import save_model
     from polylm.config import preset
+    from polylm.hf_checkpoint import save_model
     from polylm.model import build_model
     from polylm.tokenizer import Tokenizer
 

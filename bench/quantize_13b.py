@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 from _machine import cpu_model
 
-from polylm.checkpoint import config_to_hf
 from polylm.config import preset
 from polylm.demo.corpus import CORPUS
+from polylm.hf_checkpoint import config_to_hf
 from polylm.model import PolyLM
 from polylm.tokenizer import TokenizerTrainingConfig, train_tokenizer
 
@@ -105,7 +105,7 @@ def measured(command: list[str]) -> tuple[float, float, str]:
 
 SPEED = """
 import json, sys, time, torch
-from polylm.checkpoint import load_model
+from polylm.hf_checkpoint import load_model
 from polylm.generate import GenerationConfig, generate
 torch.set_num_threads(2)
 model = load_model(sys.argv[1])

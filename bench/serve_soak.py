@@ -49,8 +49,8 @@ import torch
 from _machine import cpu_model
 
 from polylm import build_model, count_parameters, save_model
-from polylm.checkpoint import read_config
 from polylm.config import ModelConfig
+from polylm.hf_checkpoint import read_config
 from polylm.tokenizer import Tokenizer, TokenizerTrainingConfig, train_tokenizer
 
 CORPUS = Path(__file__).resolve().parents[1] / "src" / "polylm" / "resources" / "corpus"

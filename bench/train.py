@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from polylm.checkpoint import config_to_hf
 from polylm.cli import main as polylm
 from polylm.config import preset
 from polylm.data.prepare import open_sampler
+from polylm.hf_checkpoint import config_to_hf
 from polylm.tokenizer import Tokenizer
 
 CORPUS = Path(__file__).resolve().parents[1] / "src" / "polylm" / "resources" / "corpus"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, TINY, random_model
-from polylm.checkpoint import save_model
+from polylm.hf_checkpoint import save_model
 from polylm.tokenizer import Tokenizer
 
 BENCHMARKS = SHARED_DATA / "benchmarks"

@@ -17,8 +17,8 @@ import torch
 import uvicorn
 
 from conftest import random_model
-from polylm.checkpoint import save_model
 from polylm.config import ModelConfig
+from polylm.hf_checkpoint import save_model
 from polylm.tokenizer import Tokenizer
 
 CONTEXT = 128

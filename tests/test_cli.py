@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import random_model
-from polylm.checkpoint import load_model
 from polylm.cli import build_parser, main
 from polylm.generate import GenerationConfig, generate
+from polylm.hf_checkpoint import load_model
 
 
 @pytest.mark.parametrize(("preset", "count"), [("polylm-1.7b", "1,737,084,928"), ("polylm-13b", "13,906,790,400")])

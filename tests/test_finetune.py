@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, TINY, random_model
-from polylm.checkpoint import load_model, save_model
 from polylm.cli import main
 from polylm.generate.text import TextGenerator
+from polylm.hf_checkpoint import load_model, save_model
 from polylm.instruct.records import Conversation, Message
 from polylm.instruct.sft import encode, pack
 from polylm.loss import IGNORE_INDEX
 from polylm.templates import render_prompt
 from polylm.tokenizer import Tokenizer
 from polylm.train.checkpointing import list_checkpoints
+from train_support import losses, torchrun
 
 MULTIALPACA = SHARED_DATA / "instructions" / "multialpaca"
 
@@ -167,6 +168,23 @@ def test_finetuning_on_multialpaca_lowers_response_loss_per_language(tmp_path, c
     trained = encode(corpus_tokenizer, "multialpaca", pair)
     chat_ids = TextGenerator(load_model(out), Tokenizer.from_dir(out), "multialpaca").prompt_ids(query)
     assert trained.ids[: len(chat_ids)] == chat_ids and trained.labels[len(chat_ids) - 1] == IGNORE_INDEX
+
+
+@pytest.mark.slow
+def test_fsdp_finetune_reads_each_ranks_rows_and_equals_one_process(tmp_path, corpus_tokenizer, multialpaca_dir):
+    """Under FSDP the model of model.path is built on the meta device and sharded, then each rank reads only its
+    rows of the stored tensors: the losses are one process's."""
+    model_dir = _tiny_model_dir(tmp_path, corpus_tokenizer)
+    run = {"max_steps": 4, "checkpoint_every": 4, "eval_tokens": 1000}
+    config = _finetune_config(tmp_path, model_dir, multialpaca_dir, run=run)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["finetune", "--config", config, "--out", str(one)]) == 0
+    result = torchrun("finetune", "--config", config, "--out", str(two), "parallel.engine=fsdp")
+    assert result.returncode == 0, result.stderr[-2000:]
+    first = json.loads((two / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["world_size"] == 2 and first["startup_peak_rss_gib"] > 0
+    gaps = [abs(a - b) for a, b in zip(losses(one), losses(two), strict=True)]
+    assert len(gaps) == 4 and max(gaps) <= 1e-5, gaps
 
 
 @pytest.mark.slow

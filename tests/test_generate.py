@@ -11,9 +11,9 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from conftest import TINY, random_model
-from polylm.checkpoint import save_model
 from polylm.errors import PolyLMError
 from polylm.generate import GenerationConfig, generate
+from polylm.hf_checkpoint import save_model
 from polylm.model import PolyLM
 
 PROMPTS = [[5, 17, 99, 3, 250, 7], [40, 41], [300, 301, 302, 9]]

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA
-from polylm.checkpoint import load_model, save_model
 from polylm.cli import main
 from polylm.config import ModelConfig
 from polylm.demo.corpus import held_out_lines, languages
 from polylm.generate import GenerationConfig, generate
 from polylm.gguf import tensor_name, vocabulary
+from polylm.hf_checkpoint import load_model, save_model
 from polylm.model import PolyLM, build_model
 from polylm.templates import TEMPLATES, render_messages
 

@@ -9,10 +9,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import TINY
-from polylm.checkpoint import save_model
 from polylm.config import ModelConfig
 from polylm.generate import GenerationConfig, generate, greedy_head
 from polylm.generate.greedy_head import Int8ArgmaxHead, int8_argmax_head
+from polylm.hf_checkpoint import save_model
 from polylm.model import PolyLM, TiedEmbedding
 from polylm.quantize import rows
 from test_generate import PROMPTS, _assert_same, _hf, lively_model

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import TINY, random_model
 from polylm import pipeline
-from polylm.checkpoint import save_model
 from polylm.cli import main
+from polylm.hf_checkpoint import save_model
 from polylm.hub import resolve_model_dir
 
 pytestmark = pytest.mark.skipif(

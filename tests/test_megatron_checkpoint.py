@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import randomize
-from polylm.checkpoint import load_model, save_model
 from polylm.cli import main
 from polylm.config import ModelConfig
+from polylm.hf_checkpoint import load_model, save_model
 from polylm.model import PolyLM
 
 CONFIG = ModelConfig(name="megatron-test", vocab_size=2000, max_position_embeddings=64, hidden_size=64, num_layers=4,

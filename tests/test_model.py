@@ -12,8 +12,8 @@ from transformers import GPT2LMHeadModel
 
 import polylm.model
 from conftest import TINY, random_model, randomize
-from polylm.checkpoint import config_to_hf, load_model
 from polylm.config import preset
+from polylm.hf_checkpoint import config_to_hf, load_model
 from polylm.loss import linear_cross_entropy
 from polylm.model import PolyLM, build_model, count_parameters
 

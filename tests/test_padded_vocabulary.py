@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, randomize
-from polylm.checkpoint import load_model, save_model
 from polylm.cli import main
 from polylm.config import ModelConfig
 from polylm.generate import GenerationConfig, generate
+from polylm.hf_checkpoint import load_model, save_model
 from polylm.model import PolyLM
 from polylm.serve import ServeSettings, create_app
 from polylm.tokenizer import TokenizerTrainingConfig, train_tokenizer

@@ -13,11 +13,11 @@ from transformers import AutoModelForCausalLM
 
 from conftest import SHARED_DATA, randomize
 from polylm import pipeline
-from polylm.checkpoint import config_from_hf, load_model, save_model
 from polylm.cli import main
 from polylm.config import ModelConfig
 from polylm.errors import PolyLMError
 from polylm.generate import GenerationConfig, generate
+from polylm.hf_checkpoint import config_from_hf, load_model, save_model
 from polylm.model import PolyLM
 from polylm.quantize.format import dequantize_groups, quantize_groups
 from polylm.quantize.layers import Int4Linear, Int8Embedding, Int8Linear

@@ -9,8 +9,8 @@ import openai
 import pytest
 import torch
 
-from polylm.checkpoint import load_model
 from polylm.cli import main
+from polylm.hf_checkpoint import load_model
 from polylm.serve import ServeSettings, create_app
 from polylm.templates import render_prompt
 from serve_support import ServerThread, make_model_dir, metric, request, stream_events

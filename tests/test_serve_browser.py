@@ -10,8 +10,8 @@ from itertools import pairwise
 
 import pytest
 
-from polylm.checkpoint import load_model
 from polylm.generate import TextGenerator
+from polylm.hf_checkpoint import load_model
 from polylm.serve import ServeSettings, create_app
 from polylm.tokenizer import Tokenizer
 from serve_support import ServerThread, make_model_dir, metric, request, slow_down

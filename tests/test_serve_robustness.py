@@ -15,9 +15,9 @@ import openai
 import psutil
 import pytest
 
-from polylm.checkpoint import load_model
 from polylm.cli import main
 from polylm.generate import TextGenerator
+from polylm.hf_checkpoint import load_model
 from polylm.serve import ServeSettings, create_app, is_loopback
 from polylm.tokenizer import Tokenizer
 from serve_support import (

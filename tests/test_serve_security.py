@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-import polylm.checkpoint
+import polylm.hf_checkpoint
 import polylm.hub
 import polylm.serve.body
-from polylm.checkpoint import load_model
 from polylm.generate import TextGenerator
+from polylm.hf_checkpoint import load_model
 from polylm.serve import ServeSettings, create_app
 from polylm.serve.protocol import short_repr
 from polylm.serve.state import ServerState
@@ -228,7 +228,7 @@ def test_model_is_never_opened_as_a_path(server, model_dir, loads, tmp_path, cor
         resolved.append(repr(args))
         raise AssertionError("a request made the server load a model")
 
-    for module, name in ((polylm.checkpoint, "load_model"), (polylm.hub, "resolve_model_dir")):
+    for module, name in ((polylm.hf_checkpoint, "load_model"), (polylm.hub, "resolve_model_dir")):
         monkeypatch.setattr(module, name, refuse)
     monkeypatch.setattr(Tokenizer, "from_dir", refuse)
     watching[:] = ["/etc/passwd", str(tmp_path), str(model_dir)]

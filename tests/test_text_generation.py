@@ -10,10 +10,10 @@ import pytest
 
 from conftest import TINY, random_model
 from polylm import pipeline
-from polylm.checkpoint import save_model
 from polylm.cli import main
 from polylm.errors import PolyLMError
 from polylm.generate import GenerationConfig, TextGenerator, generate
+from polylm.hf_checkpoint import save_model
 from polylm.templates import render_prompt
 
 
@@ -45,7 +45,7 @@ def model_dir(tmp_path_factory, corpus_tokenizer):
 
 @pytest.fixture(scope="module")
 def generator(model_dir, corpus_tokenizer):
-    from polylm.checkpoint import load_model
+    from polylm.hf_checkpoint import load_model
 
     return TextGenerator(load_model(model_dir), corpus_tokenizer, "multialpaca")
 

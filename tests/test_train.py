@@ -18,14 +18,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import REPO
-from polylm.checkpoint import load_model
 from polylm.cli import main
 from polylm.config import preset
 from polylm.errors import PolyLMError
+from polylm.hf_checkpoint import load_model
 from polylm.train.checkpointing import list_checkpoints
 from polylm.train.config import OptimSection, load_train_config
 from polylm.train.trainer import learning_rate
-from train_support import config_file, losses, prepare_train_data
+from train_support import config_file, losses, prepare_train_data, torchrun
 
 pytestmark = pytest.mark.filterwarnings("ignore:curriculum. source")  # the tiny corpus is reused, by design
 
@@ -201,14 +201,6 @@ def test_unknown_key_in_the_file(tmp_path):
         load_train_config(path)
 
 
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "polylm.cli", *args]  # fmt: skip
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["ddp", "fsdp"])
 def test_torchrun_equals_one_process(tmp_path, data_dir, engine):
@@ -220,7 +212,7 @@ def test_torchrun_equals_one_process(tmp_path, data_dir, engine):
     config = str(config_file(tmp_path, data_dir, max_steps=5))
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["pretrain", "--config", config, "--out", str(one)]) == 0
-    result = _torchrun("pretrain", "--config", config, "--out", str(two), f"parallel.engine={engine}")
+    result = torchrun("pretrain", "--config", config, "--out", str(two), f"parallel.engine={engine}")
     assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["world_size"] for r in records] == [2] * 5

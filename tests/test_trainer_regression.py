@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from conftest import REPO, SHARED_DATA
-from polylm.checkpoint import save_model
 from polylm.cli import main
 from polylm.config import preset
+from polylm.hf_checkpoint import save_model
 from polylm.model import build_model
 from polylm.tokenizer import Tokenizer
 from train_support import config_file, losses, prepare_train_data

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import EMBEDDED_CORPUS
@@ -42,3 +45,12 @@ def config_file(tmp_path: Path, data_dir: Path, **run) -> Path:
 def losses(run_dir: Path) -> list[float]:
     """The per-step losses of a run's metrics.jsonl, in order."""
     return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """`polylm ARGS` under `torchrun --nproc_per_node=2` (gloo on the CPU), one thread per rank."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "polylm.cli", *args]  # fmt: skip
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )

@@ -20,10 +20,10 @@ _EXPORTS = {
     "Tokenizer": "polylm.tokenizer",
     "build_model": "polylm.model",
     "count_parameters": "polylm.model",
-    "load_model": "polylm.checkpoint",
+    "load_model": "polylm.hf_checkpoint",
     "pipeline": "polylm.pipelines",
     "preset": "polylm.config",
-    "save_model": "polylm.checkpoint",
+    "save_model": "polylm.hf_checkpoint",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polylm.checkpoint import (
+from polylm.config import TANH_GELU_NAMES, ModelConfig
+from polylm.errors import PolyLMError
+from polylm.hf_checkpoint import (
     Scratch,
     read_config,
     stored_tensors,
 )
-from polylm.config import TANH_GELU_NAMES, ModelConfig
-from polylm.errors import PolyLMError
 from polylm.model import PolyLM
 from polylm.progress import progress_bar
 from polylm.quantize.load import is_quantized

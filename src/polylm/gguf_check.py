@@ -148,9 +148,9 @@ def compare(model_dir: Path, gguf: Path, prompts: int, new_tokens: int) -> dict:
     """llama.cpp against polylm on held-out sentences of the embedded corpus (one per language): logits, greedy."""
     import torch
 
-    from polylm.checkpoint import load_model
     from polylm.demo.corpus import held_out_lines, languages
     from polylm.generate import GenerationConfig, generate
+    from polylm.hf_checkpoint import load_model
     from polylm.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_dir(model_dir)

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import torch
 
-from polylm.checkpoint import load_model, save_model
 from polylm.config import ModelConfig
 from polylm.errors import PolyLMError
+from polylm.hf_checkpoint import load_model, save_model
 from polylm.model import PolyLM
 from polylm.tokenizer import Tokenizer
 

@@ -2,7 +2,7 @@
 
 Pre-LayerNorm blocks, learned absolute positions, biases everywhere, tanh-GELU, input and output
 embeddings tied, no dropout. Module and parameter names follow Hugging Face's GPT-2 (`wte`, `h.N.attn.c_attn`,
-...) so that checkpoint conversion is a prefix strip plus a transpose of Conv1D weights (see `checkpoint.py`).
+...) so that checkpoint conversion is a prefix strip plus a transpose of Conv1D weights (see `hf_checkpoint.py`).
 Parallelism lives elsewhere; this file is only the math.
 """
 

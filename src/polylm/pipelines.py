@@ -13,11 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from polylm.checkpoint import load_model
 from polylm.errors import PolyLMError
 from polylm.generate import GenerationConfig, TextGeneration, TextGenerator
-from polylm.hub import resolve_model_dir
-from polylm.tokenizer import Tokenizer
 
 TASKS = ("text-generation", "text_generation")  # ModelScope's Tasks.text_generation is "text-generation"
 
@@ -67,8 +64,5 @@ def pipeline(
         raise PolyLMError(f"unsupported pipeline task {task!r}; polylm offers {TASKS[0]!r}")
     if model is None:
         raise PolyLMError("pipeline needs model=<directory or hub id>")
-    model_dir = resolve_model_dir(model, revision)
-    generator = TextGenerator(
-        load_model(model_dir, dtype=dtype, device=device), Tokenizer.from_dir(model_dir), template
-    )
+    generator = TextGenerator.load(model, template, dtype, device, revision)
     return TextGenerationPipeline(generator, GenerationConfig().replace(**generation_defaults))

@@ -13,7 +13,7 @@ import json
 import random
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import sentencepiece as spm
@@ -129,18 +129,24 @@ class TokenizerTrainingConfig:
     """Options of `polylm tokenizer train`; saved beside the model as `tokenizer_training.json`."""
 
     vocab_size: int = 256000
-    model_type: str = "bpe"
+    """Pieces in the model, the special and byte pieces included (PolyLM's: 256,000)."""
+    model_type: str = field(default="bpe", metadata={"choices": ("bpe", "unigram")})
+    """SentencePiece algorithm."""
     max_sentences: int = 2_000_000
     """Total sentences fed to SentencePiece after balancing (fewer if the inputs are smaller)."""
     sampling_alpha: float = 0.3
     """Language balance: each input's share ∝ lines**alpha (1 = proportional, 0 = equal)."""
     character_coverage: float = 0.9995
+    """Share of the input's characters that get pieces of their own; the rarest others fall back to bytes."""
     normalization: str = "identity"
     """SentencePiece normalizer. `identity` keeps newlines and spaces, which PolyLM's prompts rely on
     (its Megatron code looks up the `<0x0A>` newline piece); the released rule is UNVERIFIED."""
     split_digits: bool = True
+    """Every digit its own piece (--no-split-digits keeps multi-digit pieces)."""
     seed: int = 0
-    num_threads: int = 2
+    """Seed of the line sampling."""
+    num_threads: int = field(default=2, metadata={"aliases": ("--threads",)})
+    """SentencePiece trainer threads."""
 
 
 def train_tokenizer(inputs: Sequence[str | Path], out_dir: str | Path, config: TokenizerTrainingConfig) -> Tokenizer:
@@ -213,6 +219,19 @@ class FertilityStats:
     @property
     def tokens_per_word(self) -> float:
         return self.tokens / max(self.words, 1)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "tokens_per_char": self.tokens_per_char, "tokens_per_word": self.tokens_per_word}
+
+
+def fertility_table(rows: dict[str, FertilityStats]) -> str:
+    """`polylm tokenizer stats`'s table: one row per language."""
+    lines = [f"{'lang':<6}{'lines':>8}{'chars':>10}{'tokens':>10}{'tok/char':>10}{'tok/word':>10}{'bytes%':>8}"]
+    for lang, s in rows.items():
+        byte_share = 100 * s.byte_fallback_tokens / max(s.tokens, 1)
+        lines.append(f"{lang:<6}{s.lines:>8}{s.characters:>10}{s.tokens:>10}{s.tokens_per_char:>10.3f}"
+                     f"{s.tokens_per_word:>10.3f}{byte_share:>8.2f}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def fertility(tokenizer: Tokenizer, path: Path, max_lines: int | None = None) -> FertilityStats:

@@ -12,18 +12,6 @@ from polylm.templates import TEMPLATES
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_k_m")
 
 
-def _model_dir(source: str, scratch: Path) -> Path:
-    """A Hugging Face directory for `source`: itself, a hub id's download, or a training checkpoint exported."""
-    path = Path(source)
-    if (path / "trainer.pt").is_file():
-        from polylm.train.checkpointing import export_checkpoint
-
-        return export_checkpoint(path, scratch / "model")
-    from polylm.hub import resolve_model_dir
-
-    return resolve_model_dir(source)
-
-
 def _export(args: argparse.Namespace) -> None:
     from polylm.errors import PolyLMError
 
@@ -37,9 +25,10 @@ def _export(args: argparse.Namespace) -> None:
         print(f"wrote {export_checkpoint(Path(args.source), out)}")
         return
     from polylm.gguf import export_gguf
+    from polylm.train.checkpointing import as_model_dir
 
     with tempfile.TemporaryDirectory() as scratch:
-        model_dir = _model_dir(args.source, Path(scratch))
+        model_dir = as_model_dir(args.source, Path(scratch))
         summary = export_gguf(model_dir, out, args.outtype or "f16", args.template)
         if args.check:
             from polylm.gguf_check import compare

@@ -18,22 +18,16 @@ def _generation_config(args: argparse.Namespace):
 
 
 def _text_generator(args: argparse.Namespace):
-    from polylm.checkpoint import load_model
     from polylm.generate import TextGenerator
-    from polylm.hub import resolve_model_dir
-    from polylm.tokenizer import Tokenizer
 
-    model_dir = resolve_model_dir(args.model)
-    model = load_model(model_dir, dtype=args.dtype, device=args.device)
-    return TextGenerator(model, Tokenizer.from_dir(model_dir), args.template)
+    return TextGenerator.load(args.model, args.template, args.dtype, args.device)
 
 
 def _generate(args: argparse.Namespace) -> None:
+    from polylm.generate.text import read_prompts
     from polylm.progress import progress_bar
 
     config = _generation_config(args)
-    from polylm.generate.text import read_prompts
-
     prompts = read_prompts(Path(args.prompt_file)) if args.prompt_file else [args.prompt]
     generator = _text_generator(args)
     if len(prompts) == 1 and not args.json and config.num_return_sequences == 1:
@@ -49,16 +43,9 @@ def _generate(args: argparse.Namespace) -> None:
                 if not args.json:
                     progress.write("\n\n".join(g.text for g in row))
                     continue
-                record = {
-                    "prompt": prompt,
-                    "text": best.text,
-                    "token_ids": best.token_ids,
-                    "finish_reason": best.finish_reason,
-                }
+                record = {"prompt": prompt, **best.record()}
                 if len(row) > 1:
-                    record["sequences"] = [
-                        {"text": g.text, "token_ids": g.token_ids, "finish_reason": g.finish_reason} for g in row
-                    ]
+                    record["sequences"] = [g.record() for g in row]
                 progress.write(json.dumps(record, ensure_ascii=False))
             progress.update(len(batch))
 

@@ -10,33 +10,12 @@ from polylm.config import PRESETS, preset
 
 
 def _info(args: argparse.Namespace) -> None:
-    from polylm.checkpoint import read_config, weight_files
+    from polylm.hf_checkpoint import model_summary, read_config
     from polylm.hub import resolve_model_dir
-    from polylm.model import count_parameters
-    from polylm.quantize.load import is_quantized, read_quantization
 
     model_dir = resolve_model_dir(args.model) if args.model else None
     config = read_config(model_dir) if model_dir else preset(args.preset)
-    parameters = count_parameters(config)
-    bytes_per_param = {"float32": 4, "bfloat16": 2, "float16": 2}[config.dtype]
-    weights_gib = round(parameters * bytes_per_param / 1024**3, 3)
-    dtype = config.dtype
-    if model_dir and is_quantized(model_dir):
-        bits, group_size = read_quantization(model_dir)
-        dtype = f"int{bits}" + (f" (groups of {group_size})" if group_size else "") + ", int8 embedding"
-        weights_gib = round(sum(f.stat().st_size for f in weight_files(model_dir)) / 1024**3, 3)
-    summary = {
-        "name": config.name,
-        "layers": config.num_layers,
-        "heads": config.num_heads,
-        "hidden": config.hidden_size,
-        "ffn": config.ffn_size,
-        "context": config.max_position_embeddings,
-        "vocab": config.vocab_size,
-        "parameters": parameters,
-        "dtype": dtype,
-        "weights_gib": weights_gib,
-    }
+    summary = model_summary(config, model_dir)
     if args.json:
         print(json.dumps({**summary, "config": config.to_dict()}))
         return
@@ -45,7 +24,7 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _init(args: argparse.Namespace) -> None:
-    from polylm.checkpoint import save_model
+    from polylm.hf_checkpoint import save_model
     from polylm.model import build_model, count_parameters
     from polylm.tokenizer import Tokenizer
 

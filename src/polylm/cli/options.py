@@ -63,7 +63,7 @@ def add_fields(
         if default is _UNSET and f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
-        shown = "" if default in (None, [], _UNSET) else f" (default: {_shown(default)})"
+        shown = "" if default in (None, [], _UNSET) or f.name in required else f" (default: {_shown(default)})"
         options: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": docs.get(f.name, "") + shown}
         if default is _UNSET or f.name in required:
             options["required"] = True

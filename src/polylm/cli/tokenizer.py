@@ -1,4 +1,4 @@
-"""`polylm tokenizer train|stats`."""
+"""`polylm tokenizer train|stats`. The training flags are TokenizerTrainingConfig's fields."""
 
 from __future__ import annotations
 
@@ -6,23 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
+from polylm.cli import options
+from polylm.tokenizer import TokenizerTrainingConfig
+
 LANGUAGE_ARG_HELP = "text files, one sentence/document per line; prefix LANG= to name the language (else the file stem)"
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
-    from polylm.tokenizer import TokenizerTrainingConfig, train_tokenizer
+    from polylm.tokenizer import train_tokenizer
 
-    config = TokenizerTrainingConfig(
-        vocab_size=args.vocab_size,
-        model_type=args.model_type,
-        max_sentences=args.max_sentences,
-        sampling_alpha=args.sampling_alpha,
-        character_coverage=args.character_coverage,
-        normalization=args.normalization,
-        split_digits=not args.no_split_digits,
-        seed=args.seed,
-        num_threads=args.threads,
-    )
+    config = TokenizerTrainingConfig(**options.values(args, TokenizerTrainingConfig))
     tokenizer = train_tokenizer(args.input, args.out, config)
     print(f"wrote {tokenizer.model_file} ({tokenizer.vocab_size} pieces, {config.model_type})")
 
@@ -36,27 +29,11 @@ def _language_inputs(specs: list[str]) -> dict[str, Path]:
 
 
 def _tokenizer_stats(args: argparse.Namespace) -> None:
-    from polylm.tokenizer import Tokenizer, fertility
+    from polylm.tokenizer import Tokenizer, fertility, fertility_table
 
     tokenizer = Tokenizer.from_dir(args.tokenizer)
     rows = {lang: fertility(tokenizer, path, args.max_lines) for lang, path in _language_inputs(args.input).items()}
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    lang: {**vars(s), "tokens_per_char": s.tokens_per_char, "tokens_per_word": s.tokens_per_word}
-                    for lang, s in rows.items()
-                }
-            )
-        )
-        return
-    print(f"{'lang':<6}{'lines':>8}{'chars':>10}{'tokens':>10}{'tok/char':>10}{'tok/word':>10}{'bytes%':>8}")
-    for lang, s in rows.items():
-        byte_share = 100 * s.byte_fallback_tokens / max(s.tokens, 1)
-        print(
-            f"{lang:<6}{s.lines:>8}{s.characters:>10}{s.tokens:>10}{s.tokens_per_char:>10.3f}"
-            f"{s.tokens_per_word:>10.3f}{byte_share:>8.2f}"
-        )
+    print(json.dumps({lang: s.to_dict() for lang, s in rows.items()}) if args.json else fertility_table(rows))
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -70,16 +47,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "file's share is proportional to lines**alpha.",
     )
     train.add_argument("--input", nargs="+", required=True, metavar="FILE", help="text files (.txt or .txt.gz)")
-    train.add_argument("--vocab-size", type=int, required=True)
-    train.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
     train.add_argument("--out", required=True, help="output directory (tokenizer.model + transformers files)")
-    train.add_argument("--max-sentences", type=int, default=2_000_000, help="sentences fed to the trainer in total")
-    train.add_argument("--sampling-alpha", type=float, default=0.3, help="1 = proportional, 0 = equal per language")
-    train.add_argument("--character-coverage", type=float, default=0.9995)
-    train.add_argument("--normalization", default="identity", help="SentencePiece rule (identity keeps newlines)")
-    train.add_argument("--no-split-digits", action="store_true", help="keep multi-digit pieces")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=2)
+    options.add_fields(train, TokenizerTrainingConfig, required=("vocab_size",))
     train.set_defaults(run=_tokenizer_train)
 
     stats = tok_verbs.add_parser(

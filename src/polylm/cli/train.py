@@ -14,12 +14,12 @@ if TYPE_CHECKING:
 def _config(args: argparse.Namespace, kind: type[TrainConfig]) -> TrainConfig:
     from polylm.train.config import load_train_config
 
-    config = load_train_config(Path(args.config) if args.config else None, args.overrides, kind)
-    for flag in ("max_steps", "checkpoint_every"):
-        if getattr(args, flag) is not None:
-            setattr(config.run, flag, getattr(args, flag))
-    config.validate(args.config or "config")
-    return config
+    flags = [
+        f"run.{name}={value}"
+        for name in ("max_steps", "checkpoint_every")
+        if (value := getattr(args, name)) is not None
+    ]
+    return load_train_config(Path(args.config) if args.config else None, [*args.overrides, *flags], kind)
 
 
 def _pretrain(args: argparse.Namespace) -> None:

@@ -112,7 +112,7 @@ def build_prompts(subsets: list[Subset], num_fewshot: int, seed: int) -> None:
 
 
 def load_language_model(config: EvalConfig) -> LanguageModel:
-    from polylm.checkpoint import load_model
+    from polylm.hf_checkpoint import load_model
     from polylm.hub import resolve_model_dir
 
     model_dir = resolve_model_dir(config.model)

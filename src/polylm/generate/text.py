@@ -28,6 +28,10 @@ class TextGeneration:
     finish_reason: str
     score: float | None = None
 
+    def record(self) -> dict:
+        """What `polylm generate --json` prints of it."""
+        return {"text": self.text, "token_ids": self.token_ids, "finish_reason": self.finish_reason}
+
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
@@ -45,6 +49,22 @@ class TextGenerator:
     def __init__(self, model: PolyLM, tokenizer: Tokenizer, template: str = "plain") -> None:
         render_prompt(template, "")  # refuses an unknown template now rather than at the first prompt
         self.model, self.tokenizer, self.template = prepare_for_inference(model), tokenizer, template
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        template: str = "plain",
+        dtype: str | None = None,
+        device: str = "cpu",
+        revision: str | None = None,
+    ) -> TextGenerator:
+        """From a model directory or hub id (at `revision`): its weights and the tokenizer beside them."""
+        from polylm.hf_checkpoint import load_model
+        from polylm.hub import resolve_model_dir
+
+        model_dir = resolve_model_dir(model, revision)
+        return cls(load_model(model_dir, dtype=dtype, device=device), Tokenizer.from_dir(model_dir), template)
 
     def prompt_ids(self, query: str, history: Sequence[Turn] = ()) -> list[int]:
         return self.tokenizer.encode(render_prompt(self.template, query, history))

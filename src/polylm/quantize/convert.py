@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from polylm.checkpoint import (
+from polylm.errors import PolyLMError
+from polylm.hf_checkpoint import (
     QUANTIZED_MODEL_TYPE,
     WEIGHT_INDEXES,
     Scratch,
@@ -24,7 +25,6 @@ from polylm.checkpoint import (
     read_hf_config,
     stored_tensors,
 )
-from polylm.errors import PolyLMError
 from polylm.model import PolyLM
 from polylm.quantize.format import (
     ARCHITECTURE,

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from polylm.checkpoint import (
+from polylm.errors import PolyLMError
+from polylm.hf_checkpoint import (
     DTYPES,
     QUANTIZED_MODEL_TYPE,
     Scratch,
@@ -16,7 +17,6 @@ from polylm.checkpoint import (
     read_hf_config,
     stored_tensors,
 )
-from polylm.errors import PolyLMError
 from polylm.inference import INFERENCE_ONLY
 from polylm.model import PolyLM
 from polylm.quantize.format import FORMAT_VERSION, QUANT_METHOD, is_quantized_weight

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from polylm.checkpoint import load_model
 from polylm.data.prepare import load_summary
 from polylm.data.shards import ShardSet
 from polylm.errors import PolyLMError
 from polylm.generate import GenerationConfig, generate
+from polylm.hf_checkpoint import load_model
 from polylm.model import PolyLM
 from polylm.train.data import PretrainingData
 from polylm.train.trainer import evaluate

@@ -18,18 +18,48 @@ from tqdm import tqdm
 
 from polylm.errors import PolyLMError
 from polylm.progress import progress_bar
-from polylm.selfinstruct.client import ChatClient, Completion
+from polylm.selfinstruct.client import ChatClient, Completion, EndpointConfig
 from polylm.selfinstruct.config import SelfInstructConfig
 from polylm.selfinstruct.filters import TaskFilter
 from polylm.selfinstruct.locales import locale
 from polylm.selfinstruct.parser import Parsed, parse_answer
 from polylm.selfinstruct.prompts import generation_prompt
-from polylm.selfinstruct.seeds import translate_seeds, user_seeds
+from polylm.selfinstruct.seeds import read_seed_file, translate_seeds, user_seeds
 from polylm.selfinstruct.state import Store
 from polylm.selfinstruct.stats import LanguageStats, summary
 from polylm.selfinstruct.task import Task
 
 STATE_VERSION = 1
+
+
+def self_instruct(
+    config: SelfInstructConfig,
+    endpoint: EndpointConfig,
+    out: Path,
+    seeds_dir: Path | None = None,
+    seed_tasks: Path | None = None,
+    progress: bool = True,
+) -> dict[str, LanguageStats]:
+    """Run (or resume) the self-instruct run of `out` against `endpoint`; each language's stats, also written to
+    OUT/stats.json. Seeds come from `seeds_dir/<lang>.jsonl`, else from translating the English `seed_tasks`."""
+    if seeds_dir is not None and not seeds_dir.is_dir():
+        raise PolyLMError(f"--seeds {seeds_dir}: not a directory")
+    if seed_tasks is not None and not seed_tasks.is_file():
+        raise PolyLMError(f"--seed-tasks {seed_tasks}: no such file")
+    english = read_seed_file(seed_tasks) if seed_tasks is not None else None
+    store = Store(out)
+
+    async def run() -> dict[str, LanguageStats]:
+        client = endpoint.client()
+        try:
+            return await SelfInstruct(config, client, store, seeds_dir, english, progress).run()
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        store.close()
 
 
 class SelfInstruct:

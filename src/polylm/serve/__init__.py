@@ -5,8 +5,8 @@
 - `responses`: completion / chat bodies, stream chunks and log-probabilities;
 - `metrics`: Prometheus text for `/metrics`;
 - `settings`: what the server was told (the command's flags); `state`: its model once loaded, API-key checks;
-- `body`: reading and validating a request body; `jobs`: a request's engine jobs on the event loop;
-- `work`: a completions or chat request turned into jobs; `streaming`: server-sent events;
+- `body`: reading and validating a request body; `jobs`: a completions or chat request turned into engine jobs,
+  submitted, watched from the event loop and collected; `streaming`: server-sent events;
 - `app`: the FastAPI app, its error handlers and middleware; its routes: `completions`, `chat`,
   `tokenization`, `info`; `static/index.html`: the chat page at `/`.
 """

@@ -10,12 +10,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from polylm.generate.batch import Generation
 from polylm.serve.body import parse, read_json
 from polylm.serve.engine import Done, Failed, Scored, Step
-from polylm.serve.jobs import failure
+from polylm.serve.jobs import Completion, failure
 from polylm.serve.protocol import CompletionRequest, api_responses, bad_parameter, json_request
 from polylm.serve.responses import CompletionChunk, CompletionLogprobs, CompletionResponse, Head, final_text
 from polylm.serve.state import ServerState
 from polylm.serve.streaming import SSE_HEADERS, ChoiceStream, events, first_event, sse, usage_chunks
-from polylm.serve.work import Completion
 
 
 def add_completions_route(app: FastAPI, state: ServerState) -> None:

@@ -3,7 +3,9 @@ Imports nothing heavy, so that `polylm --help` stays fast."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import os
 from dataclasses import dataclass, field
 
 from polylm.errors import PolyLMError
@@ -18,6 +20,12 @@ class ServeSettings:
 
     model: str | None = None
     """Model directory, or a hub id such as DAMO-NLP-MT/polylm-1.7b."""
+    host: str = "127.0.0.1"
+    """Address to listen on; any other than a loopback one needs an API key."""
+    port: int = 8000
+    """Port to listen on (0 picks a free one)."""
+    log_level: str = field(default="info", metadata={"choices": ("critical", "error", "warning", "info", "debug")})
+    """uvicorn's log level."""
     served_model_name: str | None = None
     """The model id clients use; default: the directory's name."""
     template: str = field(default=DEFAULT_CHAT_TEMPLATE, metadata={"choices": tuple(TEMPLATES)})
@@ -53,6 +61,26 @@ class ServeSettings:
                 raise PolyLMError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.timeout <= 0:
             raise PolyLMError(f"--timeout must be positive, got {self.timeout}")
+        if not is_loopback(self.host) and not self.api_key:
+            raise PolyLMError(
+                f"refusing to listen on {self.host} without an API key: anyone who can reach it could use the "
+                "model. Pass --api-key KEY (or set POLYLM_API_KEY), or bind to 127.0.0.1"
+            )
+
+    def resolved(self) -> ServeSettings:
+        """What the server runs with: the API key from $POLYLM_API_KEY unless given, checked, and the model's
+        directory found and read now (a wrong one fails here; the weights then load while /health says 503)."""
+        from polylm.hf_checkpoint import read_config
+        from polylm.hub import resolve_model_dir
+        from polylm.tokenizer import Tokenizer
+
+        settings = dataclasses.replace(self, api_key=self.api_key or os.environ.get("POLYLM_API_KEY") or None)
+        settings.validate()
+        model_dir = resolve_model_dir(settings.model)
+        read_config(model_dir)
+        Tokenizer.from_dir(model_dir)
+        name = settings.served_model_name or os.path.basename(os.path.normpath(settings.model))
+        return dataclasses.replace(settings, model=str(model_dir), served_model_name=name)
 
 
 def is_loopback(host: str) -> bool:

@@ -22,13 +22,7 @@ log = logging.getLogger("polylm.serve")
 
 
 def load_text_generator(settings: ServeSettings) -> TextGenerator:
-    from polylm.checkpoint import load_model
-    from polylm.hub import resolve_model_dir
-    from polylm.tokenizer import Tokenizer
-
-    model_dir = resolve_model_dir(settings.model)
-    model = load_model(model_dir, dtype=settings.dtype, device=settings.device)
-    return TextGenerator(model, Tokenizer.from_dir(model_dir), "plain")
+    return TextGenerator.load(settings.model, dtype=settings.dtype, device=settings.device)
 
 
 class ServerState:

@@ -10,10 +10,9 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 
 from polylm.serve.engine import Event, Failed, TokenLogprob
-from polylm.serve.jobs import failure, watch_disconnect
+from polylm.serve.jobs import Completion, failure, watch_disconnect
 from polylm.serve.protocol import APIError
 from polylm.serve.responses import Head, StreamText
-from polylm.serve.work import Completion
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from polylm.serve.body import parse, read_json
+from polylm.serve.jobs import MAX_PIECE_CHARS, too_long
 from polylm.serve.protocol import (
     DetokenizeRequest,
     TokenizeRequest,
@@ -24,7 +25,6 @@ from polylm.serve.protocol import (
     json_request,
 )
 from polylm.serve.state import ServerState
-from polylm.serve.work import MAX_PIECE_CHARS, too_long
 
 
 class TokenizerInfo(BaseModel):

@@ -119,7 +119,7 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     Runs in one process whatever engine wrote the checkpoint: DCP gathers FSDP shards into whole tensors.
     LoRA adapters are merged into the weights they adapt.
     """
-    from polylm.checkpoint import save_model
+    from polylm.hf_checkpoint import save_model
 
     trainer_state = read_trainer_state(checkpoint)
     model: nn.Module = PolyLM(ModelConfig(**trainer_state["model_config"]))
@@ -135,3 +135,13 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     if trainer_state.get("lora"):
         model = merge_lora(model)
     return save_model(model, out, tokenizer=Tokenizer.from_dir(checkpoint / "tokenizer"))
+
+
+def as_model_dir(source: str, scratch: Path) -> Path:
+    """A Hugging Face directory for `source`: a training checkpoint (RUN/checkpoints/step-N) exported into
+    `scratch`, else a model directory or hub id as `polylm.hub` resolves it."""
+    if (Path(source) / "trainer.pt").is_file():
+        return export_checkpoint(Path(source), scratch / "model")
+    from polylm.hub import resolve_model_dir
+
+    return resolve_model_dir(source)

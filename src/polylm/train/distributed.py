@@ -2,8 +2,9 @@
 
 The model (`polylm.model`) knows nothing of this. `parallelize` applies, in torchtitan's order, activation
 checkpointing per block, `torch.compile` per block, then DDP or FSDP2 (`fully_shard` per block, then the root,
-which holds the tied embedding). Under FSDP a fresh model is built on the meta device, sharded, and only then
-given memory and values (`materialize`): no rank ever holds the whole model.
+which holds the tied embedding). Under FSDP a model is built on the meta device, sharded, and only then given
+memory and values: fresh ones (`materialize`) or each rank's rows of a Hugging Face directory (`load_sharded`), so
+no rank ever holds the whole model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -120,6 +122,21 @@ def materialize(model: PolyLM, seed: int, device: torch.device) -> None:
     whole model in one process (torchtitan's order: meta build, shard, then materialize)."""
     model.to_empty(device=device)
     model.init_weights(torch.Generator().manual_seed(seed), rows_held=_rows_held)
+
+
+def load_sharded(model: PolyLM, model_dir: Path, device: torch.device) -> None:
+    """Give a model built on the meta device and sharded by `parallelize` the weights of a Hugging Face directory:
+    each rank reads only its own rows of each tensor (a transposed Conv1D weight is read whole, one at a time), so
+    no rank ever holds the whole model."""
+    from polylm.hf_checkpoint import Scratch, stored_tensors
+
+    model.to_empty(device=device)
+    parameters = dict(model.named_parameters())
+    scratch = Scratch()
+    with torch.no_grad():
+        for tensor in stored_tensors(model_dir, {name: tuple(p.shape) for name, p in parameters.items()}):
+            local, first, end = _rows_held(parameters[tensor.name])
+            tensor.copy_to(local, scratch, rows=(first, end))
 
 
 def sync_gradients(network: nn.Module, last_micro_batch: bool) -> AbstractContextManager:

@@ -38,6 +38,7 @@ from polylm.train.data import MicroBatch, PretrainingData, TrainingData, languag
 from polylm.train.distributed import (
     World,
     join_world,
+    load_sharded,
     materialize,
     parallelize,
     resolve_engine,
@@ -207,29 +208,37 @@ def _build_model(
 ) -> tuple[PolyLM, ModelConfig]:
     """A fresh model of the preset (pretraining) or the weights of `model.path` (instruction tuning), in fp32.
 
-    `on_meta`: a fresh model is left on the meta device, to be sharded and then materialized (FSDP).
+    `on_meta`: the model is left on the meta device, to be sharded, then given its values (FSDP).
     """
     if config.model.path:
-        from polylm.checkpoint import load_model
+        from polylm.hf_checkpoint import check_tokenizer, load_model, read_config
+        from polylm.quantize.load import is_quantized
 
-        model = load_model(config.model.path, dtype=torch.float32, device=world.device)
-        model_config = model.config
+        if is_quantized(Path(config.model.path)):
+            raise PolyLMError(
+                f"{config.model.path}: a model written by `polylm quantize` is for inference; tune the model it was "
+                "quantized from"
+            )
+        model_config = read_config(config.model.path).replace(dtype="float32")
         if model_config.vocab_size != tokenizer.vocab_size:
             raise PolyLMError(
                 f"{config.model.path}: vocab_size {model_config.vocab_size} but the data's tokenizer has "
                 f"{tokenizer.vocab_size} pieces; prepare the data with the model's tokenizer"
             )
-        return model, model_config
-    model_config = preset(config.model.preset).replace(
-        **{"vocab_size": tokenizer.vocab_size, **config.model.overrides, "dtype": "float32"}
-    )
-    if model_config.vocab_size < tokenizer.vocab_size:
-        raise PolyLMError(
-            f"train config: model.overrides.vocab_size {model_config.vocab_size} is smaller than the tokenizer's "
-            f"{tokenizer.vocab_size} pieces"
+        if not on_meta:
+            return load_model(config.model.path, dtype=torch.float32, device=world.device), model_config
+        check_tokenizer(Path(config.model.path), model_config)
+    else:
+        model_config = preset(config.model.preset).replace(
+            **{"vocab_size": tokenizer.vocab_size, **config.model.overrides, "dtype": "float32"}
         )
-    if model_config.max_position_embeddings < seq_len:
-        raise PolyLMError(f"model context {model_config.max_position_embeddings} is shorter than seq_len {seq_len}")
+        if model_config.vocab_size < tokenizer.vocab_size:
+            raise PolyLMError(
+                f"train config: model.overrides.vocab_size {model_config.vocab_size} is smaller than the tokenizer's "
+                f"{tokenizer.vocab_size} pieces"
+            )
+        if model_config.max_position_embeddings < seq_len:
+            raise PolyLMError(f"model context {model_config.max_position_embeddings} is shorter than seq_len {seq_len}")
     if on_meta:
         with torch.device("meta"):
             return PolyLM(model_config), model_config
@@ -281,12 +290,14 @@ class Trainer:
             _check_world_size(checkpoints[-1], trainer_state, config, world)
 
         torch.manual_seed(config.run.seed)
-        on_meta = engine == "fsdp" and not config.model.path and config.adapters is None
+        on_meta = engine == "fsdp" and config.adapters is None  # LoRA adapters are added to a whole model
         self.model, self.model_config = _build_model(config, data.tokenizer, data.seq_len, world, on_meta)
         if config.adapters is not None:
             self.model = add_lora(self.model, config.adapters)
         self.network = parallelize(self.model, engine, config.parallel, config.run.precision, world)
-        if on_meta:
+        if on_meta and config.model.path:
+            load_sharded(self.model, Path(config.model.path), world.device)
+        elif on_meta:
             materialize(self.model, config.run.seed, world.device)
         self.optimizer = optimizer_for(self.model, config.optim)
         self.step, self.tokens_seen = 0, 0

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from conftest import TINY, random_model, randomize
-from polylm.checkpoint import config_to_hf, load_model, save_model
 from polylm.cli import main
+from polylm.hf_checkpoint import Scratch, config_to_hf, load_model, save_model, stored_tensors
 
 TOLERANCE = 1e-9  # float64 logits
 IDS = torch.randint(3, TINY.vocab_size, (2, 17), generator=torch.Generator().manual_seed(7))
@@ -90,6 +90,29 @@ def test_legacy_bin_checkpoint_loads_bit_for_bit(tmp_path, dtype, shards):
     ours = load_model(tmp_path / "m")  # dtype comes from torch_dtype
     _assert_same_weights(hf, ours, dtype)
     assert _max_diff(_logits(ours), _logits(hf.to(dtype))) <= TOLERANCE
+
+
+@pytest.mark.parametrize("layout", ["bin", "safetensors"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("ranks", [2, 3, 5])
+def test_rows_read_per_rank_make_up_the_whole_tensor(tmp_path, layout, dtype, ranks):
+    """FSDP's sharded load: each rank reads its dim-0 rows (as polylm orients a tensor: Conv1D transposed), into
+    fp32; the ranks' rows put together are what `load_model` reads whole."""
+    hf = _hf_model()
+    if layout == "bin":
+        _write_legacy_bin(hf, tmp_path / "m", dtype, shards=3)
+    else:
+        save_model(random_model(), tmp_path / "m", max_shard_bytes=60_000, dtype=str(dtype).removeprefix("torch."))
+    whole = dict(load_model(tmp_path / "m", dtype=torch.float32).named_parameters())
+    scratch = Scratch()
+    for tensor in stored_tensors(tmp_path / "m", {name: tuple(p.shape) for name, p in whole.items()}):
+        rows, per = whole[tensor.name].shape[0], -(-whole[tensor.name].shape[0] // ranks)
+        pieces = []
+        for first in range(0, ranks * per, per):
+            first, end = min(first, rows), min(first + per, rows)
+            pieces.append(torch.full((end - first, *whole[tensor.name].shape[1:]), float("nan")))
+            tensor.copy_to(pieces[-1], scratch, rows=(first, end))
+        assert torch.equal(torch.cat(pieces), whole[tensor.name]), tensor.name
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

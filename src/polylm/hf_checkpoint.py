@@ -22,7 +22,7 @@ from polylm.config import ACTIVATIONS, ModelConfig
 from polylm.configfile import read_json
 from polylm.errors import PolyLMError
 from polylm.inference import INFERENCE_ONLY
-from polylm.model import PolyLM
+from polylm.model import PolyLM, count_parameters
 from polylm.progress import progress_bar
 from polylm.tokenizer import TOKENIZER_FILE, Tokenizer
 
@@ -135,6 +135,22 @@ def read_config(model_dir: str | Path) -> ModelConfig:
     return config_from_hf(hf, Path(model_dir) / "config.json")
 
 
+def model_summary(config: ModelConfig, model_dir: Path | None = None) -> dict:
+    """`polylm info`'s facts: shape, exact parameter count (from a meta-device model), the stored dtype, and the
+    weights' size (on disk for a quantized directory, whose tensors are smaller than the parameter count says)."""
+    from polylm.quantize.load import is_quantized, read_quantization  # it reads configs through this module
+
+    parameters = count_parameters(config)
+    dtype, weights = config.dtype, parameters * DTYPES[config.dtype].itemsize
+    if model_dir is not None and is_quantized(model_dir):
+        bits, group_size = read_quantization(model_dir)
+        dtype = f"int{bits}" + (f" (groups of {group_size})" if group_size else "") + ", int8 embedding"
+        weights = sum(f.stat().st_size for f in weight_files(model_dir))
+    return {"name": config.name, "layers": config.num_layers, "heads": config.num_heads, "hidden": config.hidden_size,
+            "ffn": config.ffn_size, "context": config.max_position_embeddings, "vocab": config.vocab_size,
+            "parameters": parameters, "dtype": dtype, "weights_gib": round(weights / 1024**3, 3)}  # fmt: skip
+
+
 def weight_files(model_dir: Path) -> list[Path]:
     """The weight files of `model_dir`, from its index if it has one."""
     for index_name in WEIGHT_INDEXES:
@@ -168,6 +184,9 @@ SAFETENSORS_DTYPES = {
 }
 
 
+Rows = tuple[int, int]
+
+
 class Scratch:
     """One reusable staging buffer: freeing and re-allocating a temporary per tensor fragments the heap
     (glibc keeps the freed pages), which costs more resident memory than the largest tensor itself."""
@@ -192,23 +211,34 @@ class _SafetensorsEntry:
     def __init__(self, handle, file: Path, key: str, dtype: torch.dtype, shape: tuple[int, ...], start: int) -> None:
         self.handle, self.file, self.key, self.dtype, self.shape, self.start = handle, file, key, dtype, shape, start
 
-    def copy_to(self, target: torch.Tensor, transpose: bool, scratch: Scratch) -> None:
-        direct = not transpose and target.dtype == self.dtype and target.device.type == "cpu"
-        buffer = target if direct else scratch.get(self.shape, self.dtype)
-        self.handle.seek(self.start)
+    def copy_to(self, target: torch.Tensor, transpose: bool, scratch: Scratch, rows: Rows | None = None) -> None:
+        if transpose:  # polylm's rows are the stored columns: the tensor is read whole, once
+            source = self._read(scratch.get(self.shape, self.dtype), 0).t()
+            target.copy_(source if rows is None else source[rows[0] : rows[1]])
+            return
+        first, end = rows or (0, self.shape[0])
+        direct = target.dtype == self.dtype and target.device.type == "cpu"
+        buffer = target if direct else scratch.get((end - first, *self.shape[1:]), self.dtype)
+        self._read(buffer, first * math.prod(self.shape[1:]) * self.dtype.itemsize)
+        if not direct:
+            target.copy_(buffer)
+
+    def _read(self, buffer: torch.Tensor, offset: int) -> torch.Tensor:
+        """`buffer` filled from the tensor's bytes at `offset` on."""
+        self.handle.seek(self.start + offset)
         view = buffer.view(-1).view(torch.uint8).numpy() if buffer.numel() else bytearray()
         if self.handle.readinto(view) != len(view):
             raise PolyLMError(f"{self.file}: tensor {self.key!r} is cut short, the file looks corrupt or truncated")
-        if not direct:
-            target.copy_(buffer.t() if transpose else buffer)
+        return buffer
 
 
 class _TorchEntry:
     def __init__(self, tensor: torch.Tensor) -> None:
         self.tensor, self.shape, self.dtype = tensor, tuple(tensor.shape), tensor.dtype
 
-    def copy_to(self, target: torch.Tensor, transpose: bool, scratch: Scratch) -> None:
-        target.copy_(self.tensor.t() if transpose else self.tensor)
+    def copy_to(self, target: torch.Tensor, transpose: bool, scratch: Scratch, rows: Rows | None = None) -> None:
+        source = self.tensor.t() if transpose else self.tensor
+        target.copy_(source if rows is None else source[rows[0] : rows[1]])
 
 
 def _safetensors_entries(file: Path) -> Iterator[tuple[str, _SafetensorsEntry]]:
@@ -267,8 +297,9 @@ class StoredTensor:
         """Its size as stored."""
         return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
 
-    def copy_to(self, target: torch.Tensor, scratch: Scratch) -> None:
-        self.entry.copy_to(target, self.transposed, scratch)
+    def copy_to(self, target: torch.Tensor, scratch: Scratch, rows: Rows | None = None) -> None:
+        """Into `target`: the whole tensor, or only its rows [first, end) (an FSDP shard; dim 0 as polylm has it)."""
+        self.entry.copy_to(target, self.transposed, scratch, rows)
 
     def read(self, dtype: torch.dtype, scratch: Scratch) -> torch.Tensor:
         """A new tensor in `dtype` (the checkpoint's values, converted)."""
