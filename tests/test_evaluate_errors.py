@@ -10,7 +10,7 @@ import pytest
 
 from evaluate_support import eval_model_dir, one_thread
 from polylm.cli import main
-from polylm.cli.options import field_docs
+from polylm.configfile import field_docs
 from polylm.evaluate.config import EvalConfig
 from polylm.evaluate.tasks import GROUPS, TASKS
 

@@ -5,13 +5,14 @@ has one) and `pipeline(...)` takes every field as a keyword; `polylm --help` imp
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
 import pytest
 
 from polylm.cli import build_parser
-from polylm.cli.options import field_docs
+from polylm.configfile import field_docs
 from polylm.generate.config import GenerationConfig
 from polylm.serve.protocol import ChatCompletionRequest, CompletionRequest
 
@@ -124,3 +125,22 @@ def test_polylm_help_imports_no_torch():
     code += "print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize(("verb", "config"), [("pretrain", "TrainConfig"), ("finetune", "FinetuneConfig")])
+def test_run_help_lists_every_config_key_with_its_docstring(verb, config):
+    """The dotted overrides are the config's keys: each has a docstring, and `--help` shows it, so a new key is one
+    edit in polylm.train.config; each is also accepted as `dotted.key=value`."""
+    from polylm.configfile import config_keys
+    from polylm.train import config as train_config
+
+    kind = getattr(train_config, config)
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices[verb].format_help().split())
+    keys = list(config_keys(kind))
+    assert {"optim.lr", "run.max_steps", "parallel.engine", "model.overrides"} <= {key for key, *_ in keys}
+    assert (verb == "finetune") == any(key.startswith(("lora.", "sft.")) for key, *_ in keys)
+    for key, _, default, doc in keys:
+        assert doc, f"{key} has no docstring"
+        assert f"{key}: " in text and doc in text, key
+        override = [f"{key}={json.dumps(default)}", "data=d"] + (["model.path=m"] if verb == "finetune" else [])
+        assert train_config.load_train_config(None, override, kind), key

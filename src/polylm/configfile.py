@@ -3,19 +3,54 @@ summaries polylm commands write, with one-line errors that name the file and the
 
 Every reader goes through `build` (a fresh section from a mapping) or `merge` (a mapping written over values
 already set, as pretraining layers preset < file < overrides). Both reject unknown keys and give each value its
-field's declared type, so a typo or a wrong type is reported before any work starts.
+field's declared type, so a typo or a wrong type is reported before any work starts. `config_keys` lists a
+tree's keys with their docstrings (the string under each field), which `--help` shows.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import itertools
 import json
 import sys
+import textwrap
+import typing
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import yaml
 
 from polylm.errors import PolyLMError
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (the string literal right after its annotation); a subclass's
+    own docstring wins over its base's."""
+    docs = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for node, after in itertools.pairwise(body):
+            is_doc = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and is_doc:
+                docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs
+
+
+def config_keys(cls: type, prefix: str = "") -> Iterator[tuple[str, str, object, str]]:
+    """Every leaf of a config tree, sections walked in: (dotted key, type, default, docstring)."""
+    hints, docs = typing.get_type_hints(cls), field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from config_keys(hints[f.name], f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        yield f"{prefix}{f.name}", str(f.type), default, docs.get(f.name, "")
 
 
 def read_yaml(path: Path) -> object:

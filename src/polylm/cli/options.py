@@ -9,27 +9,21 @@ Flags left out of the command line keep the dataclass default (or the `defaults`
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
-import itertools
 import textwrap
-from functools import cache
+
+from polylm.configfile import config_keys, field_docs
 
 _UNSET = object()
 
 
-@cache
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (the string literal right after its annotation)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, after in itertools.pairwise(body):
-        is_doc = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and is_doc:
-            docs[node.target.id] = " ".join(str(after.value.value).split())
-    return docs
+def config_keys_help(cls: type, width: int = 100) -> str:
+    """An epilog listing the keys of a config file, for the commands that read one and take `dotted.key=value`."""
+    lines = ["config keys (in the YAML file, or dotted.key=value; defaults before the preset's):"]
+    for key, kind, default, doc in config_keys(cls):
+        lines.append(f"  {key}: {kind} = {default!r}")
+        lines += textwrap.wrap(doc, width, initial_indent="      ", subsequent_indent="      ", break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 def _shown(default: object) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,36 +53,49 @@ def _plot(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
-def _run_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+def _run_parser(verbs: argparse._SubParsersAction, name: str, kind: type, summary: str, description: str,
+                config_help: str) -> argparse.ArgumentParser:  # fmt: skip
+    """pretrain's or finetune's parser: the run flags, then every key of `kind` with its docstring (the epilog)."""
+    from polylm.cli.options import config_keys_help
+
+    parser = verbs.add_parser(name, help=summary, description=textwrap.fill(description, 100),
+                              epilog=config_keys_help(kind),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--config", help=config_help)
-    parser.add_argument("overrides", nargs="*", metavar="dotted.key=value")
+    parser.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="config keys to change (listed below)")
     parser.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoints/, tokenizer/")
     parser.add_argument("--max-steps", type=int, help="optimizer steps (run.max_steps)")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (run.checkpoint_every)")
     parser.add_argument("--resume", choices=["auto"], help="continue from the latest complete checkpoint")
+    return parser
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
-    pretrain = verbs.add_parser(
+    from polylm.train.config import FinetuneConfig, TrainConfig
+
+    pretrain = _run_parser(
+        verbs,
         "pretrain",
-        help="pretrain on prepared data with the curriculum (one process, or DDP / FSDP2 under torchrun)",
-        description="Pretrain a model on a directory written by `polylm data prepare`. The config is YAML "
+        TrainConfig,
+        "pretrain on prepared data with the curriculum (one process, or DDP / FSDP2 under torchrun)",
+        "Pretrain a model on a directory written by `polylm data prepare`. The config is YAML "
         "(see examples/pretrain/tiny.yaml and docs/pretrain.md); dotted.key=value arguments override it, "
         "e.g. optim.lr=6e-5 batch.global_tokens=1048576 parallel.engine=fsdp parallel.compile=true. "
         "Under `torchrun --nproc_per_node=N -m polylm.cli pretrain ...` the ranks split every global batch.",
+        "YAML train config (preset: tiny | polylm-1.7b | polylm-13b, data: DIR)",
     )
-    _run_arguments(pretrain, "YAML train config (preset: tiny | polylm-1.7b | polylm-13b, data: DIR)")
     pretrain.set_defaults(run=_pretrain)
-
-    finetune = verbs.add_parser(
+    finetune = _run_parser(
+        verbs,
         "finetune",
-        help="instruction-tune a model on `polylm instruct prepare` data (response-only loss, packing, LoRA)",
-        description="Tune the model of model.path on the conversations of DIR (written by `polylm instruct "
+        FinetuneConfig,
+        "instruction-tune a model on `polylm instruct prepare` data (response-only loss, packing, LoRA)",
+        "Tune the model of model.path on the conversations of DIR (written by `polylm instruct "
         "prepare`) with the pretraining trainer: same engines, checkpoints, resume and metrics. The loss counts "
         "response tokens and their </s> only; sft.template (multialpaca | chat) is the one to chat with after. "
         "See examples/finetune/multialpaca-tiny.yaml and docs/finetune.md.",
+        "YAML finetune config (model.path, data, sft, lora, optim, batch, run)",
     )
-    _run_arguments(finetune, "YAML finetune config (model.path, data, sft, lora, optim, batch, run)")
     finetune.set_defaults(run=_finetune)
 
     plot = verbs.add_parser(

@@ -25,6 +25,7 @@ TEMPLATES = ("multialpaca", "chat", "plain")
 @dataclass
 class ModelSection:
     preset: str = "tiny"
+    """The model's shape: tiny, polylm-1.7b or polylm-13b (`polylm info --preset NAME` shows one)."""
     overrides: dict = field(default_factory=dict)
     """ModelConfig fields to change on the preset (vocab_size always follows the data's tokenizer)."""
     path: str | None = None
@@ -34,15 +35,21 @@ class ModelSection:
 @dataclass
 class OptimSection:
     lr: float = 1.0e-4
+    """Peak learning rate, reached at the end of the warmup."""
     min_lr_ratio: float = 0.1
     """The cosine ends at lr × this (Megatron's min_lr: lr/10 in PolyLM's scripts)."""
     warmup_steps: int = 2000
+    """Steps of linear warmup from 0."""
     decay_steps: int | None = None
     """Steps over which the cosine runs (warmup included); default: the run's max_steps."""
     betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW's (β1, β2)."""
     eps: float = 1e-8
+    """AdamW's epsilon."""
     weight_decay: float = 1e-4
+    """AdamW's decoupled weight decay, on matrices only (biases and LayerNorm parameters are not decayed)."""
     clip_grad_norm: float = 1.0
+    """Gradients are scaled down to this global L2 norm when above it."""
 
 
 @dataclass
@@ -56,16 +63,21 @@ class BatchSection:
 @dataclass
 class RunSection:
     max_steps: int = 1000
+    """Optimizer steps of the run (`--max-steps`)."""
     checkpoint_every: int = 500
+    """Steps between checkpoints; one is also written at the end (`--checkpoint-every`)."""
     max_minutes: float | None = None
     """Training time budget: after the step that crosses it, checkpoint and return (`--resume auto` goes on)."""
     keep_last: int = 3
+    """Checkpoints kept; older ones are removed."""
     log_every: int = 1
+    """Steps between records of metrics.jsonl (the last step is always logged)."""
     eval_every: int = 0
     """Steps between validation passes (0: only before the first step and after the last)."""
     eval_tokens: int = 20000
     """Held-out tokens evaluated per validation source."""
     seed: int = 1234
+    """Seed of the model's initialization and of the torch RNG (dropout)."""
     precision: str = "fp32"
     """`fp32`, or `bf16` autocast with fp32 master weights."""
     peak_flops: float | None = None
@@ -95,9 +107,13 @@ class LoraSection:
     """Low-rank adapters through `peft` (instruction tuning); the base weights stay frozen."""
 
     enabled: bool = False
+    """Train adapters instead of every weight."""
     r: int = 8
+    """The adapters' rank."""
     alpha: int = 16
+    """Scale of the adapters' output: alpha / r."""
     dropout: float = 0.05
+    """Dropout on the adapters' input."""
     target_modules: list[str] = field(default_factory=lambda: ["c_attn"])
     """Module names to adapt; `c_attn` (the fused QKV projection) is what the community PolyLM fine-tunes use."""
 
@@ -109,6 +125,7 @@ class SftSection:
     template: str = "multialpaca"
     """`multialpaca` or `chat` (polylm.templates), the same the model is then chatted with."""
     seq_len: int = 512
+    """Tokens per training sequence; a longer conversation is dropped and counted by language."""
     packing: bool = True
     """Pack several conversations per sequence (attention and positions restart at each), or pad one per sequence."""
     epochs: int = 1
