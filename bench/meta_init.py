@@ -12,11 +12,13 @@ Prints each path's peak per rank against the full fp32 model's size, the ratio b
 that the two paths' shards are equal.
 
 `--losses N` then trains the same shape with `polylm pretrain` (tiny data from the embedded corpus, 8 samples of 64
-tokens a step): once under `torchrun` with `parallel.engine=fsdp`, once in one process. It compares their first N
-per-step losses, and reads the FSDP run's own start-up peak (`startup_peak_rss_gib`, its first metrics record).
+tokens a step): once under `torchrun` with `parallel.engine=fsdp`, once in one process, each process with cores /
+ranks threads. It compares their first N per-step losses, and reads the FSDP run's own start-up peak
+(`startup_peak_rss_gib`, its first metrics record).
 Each run is stopped (SIGKILL) once N steps are logged, before its multi-GB checkpoint. At the default shape, one
-process needs weights, gradients and AdamW state: about 31 GiB, and the FSDP run as much in all. On a smaller
-machine, add swap first.
+process needs weights, gradients and AdamW state: about 31 GiB. The 2-rank FSDP run needs about 51 GiB in all, as
+each rank also holds the whole embedding and its gradient while the root module computes. On a smaller machine,
+add swap first (2026-12-07, 24 GiB + 40 GiB of swap: FSDP 7-15 min a step, one process 2.5-6 min).
 Results: bench/results/meta_init_<date>_cpu.json.
 """
 
@@ -34,6 +36,8 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+import psutil
 
 GIB = 1 << 30
 
@@ -105,15 +109,16 @@ def _losses_until(command: list[str], out: Path, steps: int, threads: int) -> li
     """Run `command` until `out/metrics.jsonl` holds `steps` records, then kill its process group."""
     log = out.with_suffix(".log")
     with log.open("w") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
                                    env={**os.environ, "OMP_NUM_THREADS": str(threads)})  # fmt: skip
     metrics = out / "metrics.jsonl"
     while True:
         ended = process.poll() is not None
         lines = metrics.read_text().splitlines() if metrics.exists() else []
         if len(lines) >= steps and lines[steps - 1].endswith("}"):
-            if not ended:
-                os.killpg(process.pid, signal.SIGKILL)
+            if not ended:  # torchrun starts each rank in a session of its own: kill the whole tree
+                for child in [*psutil.Process(process.pid).children(recursive=True), psutil.Process(process.pid)]:
+                    child.send_signal(signal.SIGKILL)
                 process.wait()
             return [json.loads(line) for line in lines[:steps]]
         if ended:
@@ -127,13 +132,17 @@ def _compare_losses(args: argparse.Namespace, scratch: Path) -> dict:
     config = _pretrain_config(args, scratch)
     polylm = ["-m", "polylm.cli", "pretrain", "--config", str(config), "--out"]
     started = time.perf_counter()
+    # The same threads per process in both runs, so that each matmul takes the same kernel path: with 2 threads
+    # against 1 per rank, fp32 rounding differences, which AdamW amplifies where gradients are near eps, moved
+    # the loss by 1e-4 by step 3 at the default shape.
+    threads = max(1, (os.cpu_count() or 1) // args.ranks)
     fsdp = _losses_until([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           f"--nproc_per_node={args.ranks}", *polylm, str(scratch / "fsdp"), "parallel.engine=fsdp"],
-                         scratch / "fsdp", args.losses, max(1, (os.cpu_count() or 1) // args.ranks))  # fmt: skip
+                         scratch / "fsdp", args.losses, threads)  # fmt: skip
     fsdp_seconds = time.perf_counter() - started
     started = time.perf_counter()
     single = _losses_until([sys.executable, *polylm, str(scratch / "single")], scratch / "single", args.losses,
-                           os.cpu_count() or 1)  # fmt: skip
+                           threads)  # fmt: skip
     gaps = [abs(a["loss"] - b["loss"]) for a, b in zip(fsdp, single, strict=True)]
     return {"fsdp_losses": [r["loss"] for r in fsdp], "single_losses": [r["loss"] for r in single],
             "largest_gap": max(gaps), "fsdp_startup_peak_rss_gib": fsdp[0]["startup_peak_rss_gib"],
