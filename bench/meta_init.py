@@ -18,7 +18,7 @@ ranks threads. It compares their first N per-step losses, and reads the FSDP run
 Each run is stopped (SIGKILL) once N steps are logged, before its multi-GB checkpoint. At the default shape, one
 process needs weights, gradients and AdamW state: about 31 GiB. The 2-rank FSDP run needs about 51 GiB in all, as
 each rank also holds the whole embedding and its gradient while the root module computes. On a smaller machine,
-add swap first (2026-12-07, 24 GiB + 40 GiB of swap: FSDP 7-15 min a step, one process 2.5-6 min).
+add swap first (2026-12-07, 24 GiB + 40 GiB of swap: FSDP 7-15 min a step, one process 3-7.5 min).
 Results: bench/results/meta_init_<date>_cpu.json.
 """
 
