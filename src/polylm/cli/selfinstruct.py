@@ -9,8 +9,7 @@ from pathlib import Path
 
 from polylm.cli import options
 from polylm.errors import PolyLMError
-from polylm.selfinstruct.client import EndpointConfig
-from polylm.selfinstruct.config import SelfInstructConfig
+from polylm.selfinstruct.config import EndpointConfig, SelfInstructConfig
 
 
 def _run(args: argparse.Namespace) -> None:

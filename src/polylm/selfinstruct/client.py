@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,39 +83,6 @@ def _refused(response: httpx2.Response, url: str) -> EndpointError:
             "right key with --api-key-env"
         )
     return EndpointError(f"{url} answered HTTP {response.status_code}: {detail}")
-
-
-@dataclass(frozen=True)
-class EndpointConfig:
-    """Where `polylm self-instruct` sends its requests, and how; the source of the command's connection flags."""
-
-    endpoint: str
-    """Server URL, e.g. http://127.0.0.1:8000 (or .../v1)."""
-    model: str
-    """Model name sent with each request."""
-    api_key_env: str | None = None
-    """Environment variable holding the API key (default: no key is sent)."""
-    concurrency: int = 4
-    """Requests in flight at most."""
-    timeout: float = 120.0
-    """Seconds per request, the whole answer included."""
-    retries: int = 8
-    """Tries per request, the first included."""
-    backoff: float = 1.0
-    """Seconds before the first retry, doubled after each."""
-
-    def __post_init__(self) -> None:
-        for name in ("concurrency", "timeout", "retries", "backoff"):
-            if getattr(self, name) <= 0:
-                raise PolyLMError(f"--{name} must be positive, got {getattr(self, name)}")
-        if self.api_key_env and not os.environ.get(self.api_key_env):
-            raise PolyLMError(f"--api-key-env {self.api_key_env}: that environment variable is not set")
-
-    def client(self) -> ChatClient:
-        """A client for this endpoint (create it inside the event loop that will use it)."""
-        api_key = os.environ[self.api_key_env] if self.api_key_env else None
-        retry = RetryPolicy(attempts=self.retries, backoff=self.backoff)
-        return ChatClient(self.endpoint, self.model, api_key, self.concurrency, self.timeout, retry)
 
 
 class ChatClient:

@@ -1,13 +1,19 @@
-"""What `polylm self-instruct` is asked to generate: one dataclass, the source of the command's flags."""
+"""What `polylm self-instruct` is asked to generate, and where it asks: the two dataclasses its flags come from.
+Imports no HTTP client, so that `polylm --help` stays fast."""
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from polylm.errors import PolyLMError
 from polylm.selfinstruct.filters import FilterConfig
 from polylm.selfinstruct.locales import locale
+
+if TYPE_CHECKING:
+    from polylm.selfinstruct.client import ChatClient
 
 
 @dataclass(frozen=True)
@@ -61,3 +67,38 @@ class SelfInstructConfig:
         if self.max_rounds is not None:
             return self.max_rounds
         return 10 * math.ceil(self.per_language / self.new_per_prompt) + 10
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """Where `polylm self-instruct` sends its requests, and how; the source of the command's connection flags."""
+
+    endpoint: str
+    """Server URL, e.g. http://127.0.0.1:8000 (or .../v1)."""
+    model: str
+    """Model name sent with each request."""
+    api_key_env: str | None = None
+    """Environment variable holding the API key (default: no key is sent)."""
+    concurrency: int = 4
+    """Requests in flight at most."""
+    timeout: float = 120.0
+    """Seconds per request, the whole answer included."""
+    retries: int = 8
+    """Tries per request, the first included."""
+    backoff: float = 1.0
+    """Seconds before the first retry, doubled after each."""
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "timeout", "retries", "backoff"):
+            if getattr(self, name) <= 0:
+                raise PolyLMError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            raise PolyLMError(f"--api-key-env {self.api_key_env}: that environment variable is not set")
+
+    def client(self) -> ChatClient:
+        """A client for this endpoint (create it inside the event loop that will use it)."""
+        from polylm.selfinstruct.client import ChatClient, RetryPolicy
+
+        api_key = os.environ[self.api_key_env] if self.api_key_env else None
+        retry = RetryPolicy(attempts=self.retries, backoff=self.backoff)
+        return ChatClient(self.endpoint, self.model, api_key, self.concurrency, self.timeout, retry)

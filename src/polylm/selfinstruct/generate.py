@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from polylm.errors import PolyLMError
 from polylm.progress import progress_bar
-from polylm.selfinstruct.client import ChatClient, Completion, EndpointConfig
-from polylm.selfinstruct.config import SelfInstructConfig
+from polylm.selfinstruct.client import ChatClient, Completion
+from polylm.selfinstruct.config import EndpointConfig, SelfInstructConfig
 from polylm.selfinstruct.filters import TaskFilter
 from polylm.selfinstruct.locales import locale
 from polylm.selfinstruct.parser import Parsed, parse_answer
