@@ -227,3 +227,19 @@ def test_the_example_config_reads():
     config = load_train_config(REPO / "examples" / "finetune" / "multialpaca-tiny.yaml", kind=FinetuneConfig)
     assert config.sft.template == "multialpaca" and config.model.path.endswith("runs/tiny-hf")
     assert config.batch.global_tokens % (config.sft.seq_len * config.batch.micro_batch) == 0
+
+
+@pytest.mark.parametrize("on_meta", [False, True], ids=["whole", "on_meta"])
+def test_a_quantized_model_path_is_refused_in_one_line(tmp_path, corpus_tokenizer, on_meta):
+    from polylm.errors import PolyLMError
+    from polylm.quantize.convert import quantize_model
+    from polylm.train.config import FinetuneConfig
+    from polylm.train.distributed import World
+    from polylm.train.trainer import _build_model
+
+    quantized = tmp_path / "int8"
+    quantize_model(_tiny_model_dir(tmp_path, corpus_tokenizer), quantized, bits=8)
+    config = FinetuneConfig(data="d")
+    config.model.path = str(quantized)
+    with pytest.raises(PolyLMError, match=r"int8: a model written by `polylm quantize` is for inference"):
+        _build_model(config, corpus_tokenizer, 64, World(), on_meta)
