@@ -26,6 +26,22 @@ def config_keys_help(cls: type, width: int = 100) -> str:
     return "\n".join(lines)
 
 
+CONFIG_KEYS = "(the config's keys)"
+"""The epilog `ConfigKeysFormatter` replaces with `config_keys_help`."""
+
+
+class ConfigKeysFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that ends with the keys of `config`, built only when --help is shown: reading the field docstrings
+    takes tens of milliseconds, which every other command would pay at start-up."""
+
+    def __init__(self, prog: str, config: type, **kwargs) -> None:
+        super().__init__(prog, **kwargs)
+        self.config = config
+
+    def add_text(self, text: str | None) -> None:
+        super().add_text(config_keys_help(self.config) if text == CONFIG_KEYS else text)
+
+
 def _shown(default: object) -> str:
     return str(default).lower() if isinstance(default, bool) else str(default)
 

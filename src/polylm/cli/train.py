@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import textwrap
 from pathlib import Path
@@ -56,11 +57,10 @@ def _plot(args: argparse.Namespace) -> None:
 def _run_parser(verbs: argparse._SubParsersAction, name: str, kind: type, summary: str, description: str,
                 config_help: str) -> argparse.ArgumentParser:  # fmt: skip
     """pretrain's or finetune's parser: the run flags, then every key of `kind` with its docstring (the epilog)."""
-    from polylm.cli.options import config_keys_help
+    from polylm.cli.options import CONFIG_KEYS, ConfigKeysFormatter
 
-    parser = verbs.add_parser(name, help=summary, description=textwrap.fill(description, 100),
-                              epilog=config_keys_help(kind),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = verbs.add_parser(name, help=summary, description=textwrap.fill(description, 100), epilog=CONFIG_KEYS,
+                              formatter_class=functools.partial(ConfigKeysFormatter, config=kind))  # fmt: skip
     parser.add_argument("--config", help=config_help)
     parser.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="config keys to change (listed below)")
     parser.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoints/, tokenizer/")
