@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.tensor import DTensor
 
 from polylm.config import ModelConfig, preset
 from polylm.durable import write_json
@@ -37,6 +36,7 @@ from polylm.train.config import OptimSection, TrainConfig
 from polylm.train.data import MicroBatch, PretrainingData, TrainingData, language_sums
 from polylm.train.distributed import (
     World,
+    clip_gradients,
     join_world,
     load_sharded,
     materialize,
@@ -196,11 +196,6 @@ def _peak_host_memory(world: World) -> int:
     largest = torch.tensor(peak, dtype=torch.int64, device=world.device)
     dist.all_reduce(largest, op=dist.ReduceOp.MAX)
     return int(largest)
-
-
-def _grad_norm(model: nn.Module, max_norm: float) -> float:
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
 
 def _build_model(
@@ -372,7 +367,7 @@ class Trainer:
             for i in range(0, per_rank, config.batch.micro_batch)
         ]
         loss_sum, lang_loss, lang_tokens, counted = self.forward_backward(micro)
-        grad_norm = _grad_norm(self.model, config.optim.clip_grad_norm)
+        grad_norm = clip_gradients(self.model, config.optim.clip_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if world.size > 1:
