@@ -132,9 +132,8 @@ def _compare_losses(args: argparse.Namespace, scratch: Path) -> dict:
     config = _pretrain_config(args, scratch)
     polylm = ["-m", "polylm.cli", "pretrain", "--config", str(config), "--out"]
     started = time.perf_counter()
-    # The same threads per process in both runs, so that each matmul takes the same kernel path: with 2 threads
-    # against 1 per rank, fp32 rounding differences, which AdamW amplifies where gradients are near eps, moved
-    # the loss by 1e-4 by step 3 at the default shape.
+    # The same threads per process in both runs, so that each matmul takes the same kernel path and the micro
+    # batches' gradients are the same sums on both sides.
     threads = max(1, (os.cpu_count() or 1) // args.ranks)
     fsdp = _losses_until([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           f"--nproc_per_node={args.ranks}", *polylm, str(scratch / "fsdp"), "parallel.engine=fsdp"],

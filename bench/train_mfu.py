@@ -4,7 +4,8 @@
                               [--no-compile] [--activation-checkpointing] [--out result.json]
 
 Same pieces as `polylm pretrain`: `build_model`, `parallelize` (checkpointing, per-block compile), the fused
-output layer + loss, fused AdamW with the trainer's parameter groups, clip 1.0, bf16 autocast over fp32 weights.
+output layer + loss, fused AdamW with the trainer's parameter groups, its clipping at 1.0 (`clip_gradients`), bf16
+autocast over fp32 weights.
 Random token ids stand in for data (the step's cost does not depend on them). Fewer layers than 24 when memory asks:
 MFU is per layer-FLOP, so it changes little. MFU = tokens/s × flops_per_token / peak, with the trainer's formula
 (docs/pretrain.md). Also runs on CPU with a small shape (`--device cpu --layers 2 --hidden 256 --vocab 8000`), to
@@ -24,7 +25,7 @@ import torch
 from polylm.config import preset
 from polylm.model import build_model
 from polylm.train.config import OptimSection, ParallelSection
-from polylm.train.distributed import World, parallelize
+from polylm.train.distributed import World, clip_gradients, parallelize
 from polylm.train.trainer import flops_per_token, optimizer_for
 
 
@@ -67,7 +68,7 @@ def main() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             loss, _ = network(tokens[:, :-1], targets=tokens[:, 1:])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        clip_gradients(model, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         synchronize()

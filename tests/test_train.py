@@ -24,6 +24,7 @@ from polylm.errors import PolyLMError
 from polylm.hf_checkpoint import load_model
 from polylm.train.checkpointing import list_checkpoints
 from polylm.train.config import OptimSection, load_train_config
+from polylm.train.distributed import clip_gradients
 from polylm.train.trainer import learning_rate
 from train_support import config_file, losses, prepare_train_data, torchrun
 
@@ -42,6 +43,23 @@ def test_megatron_schedule():
     assert learning_rate(60, optim, 110) == pytest.approx(0.1 + 0.5 * (1 + math.cos(math.pi * 0.5)) * 0.9)
     assert learning_rate(110, optim, 110) == pytest.approx(0.1)
     assert learning_rate(500, optim, 110) == pytest.approx(0.1)
+
+
+def test_clip_gradients_sums_the_norm_in_float64():
+    """torch's fp32 norm of one large tensor drifts; under FSDP each shard drifts apart, so a clipped step would
+    differ from one process's. The norm is exact to float64 and the gradients are scaled by clip_grad_norm_'s rule."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4096, 1024)
+    model.weight.grad = torch.randn_like(model.weight) * 1e-3
+    model.bias.grad = torch.randn_like(model.bias)
+    before = [p.grad.clone() for p in model.parameters()]
+    exact = math.sqrt(sum(float(g.double().square().sum()) for g in before))
+    assert clip_gradients(model, max_norm=1.0) == pytest.approx(exact, rel=1e-12, abs=0)
+    for param, grad in zip(model.parameters(), before, strict=True):
+        torch.testing.assert_close(param.grad, grad * (1.0 / (exact + 1e-6)), rtol=1e-6, atol=0)
+    unclipped = [p.grad.clone() for p in model.parameters()]
+    clip_gradients(model, max_norm=100.0)
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), unclipped, strict=True))
 
 
 def test_training_lowers_the_loss_and_logs_per_language(tmp_path, data_dir):
@@ -219,6 +237,9 @@ def test_torchrun_equals_one_process(tmp_path, data_dir, engine):
     gaps = [abs(single - double) for single, double in zip(losses(one), losses(two), strict=True)]
     print(f"{engine}: 2 ranks vs 1 process, largest per-step loss gap over 5 steps {max(gaps):.1e}")
     assert max(gaps) <= 1e-5
+    # The first step's gradients are the same sums on both sides, so the clipped norms agree to float64.
+    single_norm = json.loads((one / "metrics.jsonl").read_text().splitlines()[0])["grad_norm"]
+    assert records[0]["grad_norm"] == pytest.approx(single_norm, rel=1e-12, abs=0)
 
     exported = {}
     for run in (one, two):
