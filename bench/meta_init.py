@@ -13,8 +13,8 @@ that the two paths' shards are equal.
 
 `--losses N` then trains the same shape with `polylm pretrain` (tiny data from the embedded corpus, 8 samples of 64
 tokens a step): once under `torchrun` with `parallel.engine=fsdp`, once in one process, each process with cores /
-ranks threads. It compares their first N per-step losses, and reads the FSDP run's own start-up peak
-(`startup_peak_rss_gib`, its first metrics record).
+ranks threads. It compares their first N per-step losses and gradient norms, and reads the FSDP run's own start-up
+peak (`startup_peak_rss_gib`, its first metrics record).
 Each run is stopped (SIGKILL) once N steps are logged, before its multi-GB checkpoint. At the default shape, one
 process needs weights, gradients and AdamW state: about 31 GiB. The 2-rank FSDP run needs about 51 GiB in all, as
 each rank also holds the whole embedding and its gradient while the root module computes. On a smaller machine,
@@ -144,6 +144,7 @@ def _compare_losses(args: argparse.Namespace, scratch: Path) -> dict:
                            threads)  # fmt: skip
     gaps = [abs(a["loss"] - b["loss"]) for a, b in zip(fsdp, single, strict=True)]
     return {"fsdp_losses": [r["loss"] for r in fsdp], "single_losses": [r["loss"] for r in single],
+            "fsdp_grad_norms": [r["grad_norm"] for r in fsdp], "single_grad_norms": [r["grad_norm"] for r in single],
             "largest_gap": max(gaps), "fsdp_startup_peak_rss_gib": fsdp[0]["startup_peak_rss_gib"],
             "single_startup_peak_rss_gib": single[0]["startup_peak_rss_gib"],
             "fsdp_seconds": round(fsdp_seconds), "single_seconds": round(time.perf_counter() - started)}  # fmt: skip
@@ -200,8 +201,10 @@ def main() -> None:
               f"fp32 model (one process: {losses['single_startup_peak_rss_gib']:.2f} GiB)")  # fmt: skip
         print(f"  first {args.losses} losses, FSDP {args.ranks} ranks vs 1 process: largest gap "
               f"{losses['largest_gap']:.1e} ({'<=' if losses['largest_gap'] <= 1e-5 else 'ABOVE'} 1e-5)")  # fmt: skip
-        for step, (a, b) in enumerate(zip(losses["fsdp_losses"], losses["single_losses"], strict=True), 1):
-            print(f"    step {step}: {a:.6f} {b:.6f}")
+        pairs = zip(losses["fsdp_losses"], losses["single_losses"], losses["fsdp_grad_norms"],
+                    losses["single_grad_norms"], strict=True)  # fmt: skip
+        for step, (a, b, norm_a, norm_b) in enumerate(pairs, 1):
+            print(f"    step {step}: loss {a:.6f} {b:.6f}, gradient norm {norm_a:.9g} {norm_b:.9g}")
     out = args.out or Path(__file__).parent / "results" / f"meta_init_{date.today().isoformat()}_cpu.json"
     out.write_text(json.dumps({
         "benchmark": "meta_init", "date": date.today().isoformat(),
